@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Builds or installs the real servers and clients the tests run against, caching each
+# slow-to-build binary in $TOOLS_DIR keyed by version so only a fresh machine pays for it.
+# Usage: hack/tools.sh [apt|kube-apiserver|etcd|crane|conformance|all]   (prints nothing on a cache hit)
+set -euo pipefail
+
+KUBE_VERSION="${KUBE_VERSION:-1.37.2}"
+ETCD_VERSION="${ETCD_VERSION:-3.7.3}"
+CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
+CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
+TOOLS_DIR="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hubcache-tools}"
+
+log() { echo "tools: $*" >&2; }
+die() { echo "tools: ERROR: $*" >&2; exit 1; }
+
+# apt installs the Debian packages the tests drive (containerd, skopeo) when missing.
+apt_pkgs() {
+  local missing=()
+  command -v containerd >/dev/null || missing+=(containerd)
+  command -v skopeo >/dev/null || missing+=(skopeo)
+  command -v psql >/dev/null || missing+=(postgresql)
+  if [ "${#missing[@]}" -eq 0 ]; then return 0; fi
+  [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq >/dev/null || die "apt-get update failed"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+# kube_apiserver builds k8s.io/kubernetes/cmd/kube-apiserver from the Go module proxy: a
+# throwaway module requires k8s.io/kubernetes and points every staging module at its release.
+kube_apiserver() {
+  local out="$TOOLS_DIR/kube-apiserver-v$KUBE_VERSION"
+  [ -x "$out/kube-apiserver" ] && return 0
+  log "building kube-apiserver v$KUBE_VERSION (about 10 minutes, once)"
+  local work; work="$(mktemp -d)"
+  trap 'rm -rf "$work"' RETURN
+  ( cd "$work"
+    go mod init hubcache.local/kubebuild >/dev/null 2>&1
+    local gomod
+    gomod="$(go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')"
+    [ -f "$gomod" ] || die "cannot download k8s.io/kubernetes@v$KUBE_VERSION"
+    local staging_version="v0.${KUBE_VERSION#1.}"
+    {
+      echo "require k8s.io/kubernetes v$KUBE_VERSION"
+      grep -oE '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | sort -u |
+        while read -r m; do echo "replace $m => $m $staging_version"; done
+    } >> go.mod
+    GOFLAGS=-mod=mod go build -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+  ) || die "building kube-apiserver failed"
+  mkdir -p "$out" && mv "$work/kube-apiserver" "$out/kube-apiserver"
+}
+
+etcd() {
+  local out="$TOOLS_DIR/etcd-v$ETCD_VERSION"
+  [ -x "$out/etcd" ] && return 0
+  log "building etcd v$ETCD_VERSION (once)"
+  local work; work="$(mktemp -d)"
+  trap 'rm -rf "$work"' RETURN
+  ( cd "$work"
+    go mod init hubcache.local/etcdbuild >/dev/null 2>&1
+    go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null 2>&1
+    go build -o "$work/etcd" go.etcd.io/etcd/server/v3
+  ) || die "building etcd failed"
+  mkdir -p "$out" && mv "$work/etcd" "$out/etcd"
+}
+
+crane() {
+  local out="$TOOLS_DIR/crane-$CRANE_VERSION"
+  [ -x "$out/crane" ] && return 0
+  log "installing crane $CRANE_VERSION"
+  GOBIN="$out" go install "github.com/google/go-containerregistry/cmd/crane@$CRANE_VERSION" \
+    || die "installing crane failed"
+}
+
+# conformance compiles the OCI distribution-spec conformance suite into a test binary.
+conformance() {
+  local out="$TOOLS_DIR/oci-conformance-$CONFORMANCE_VERSION"
+  [ -x "$out/conformance.test" ] && return 0
+  log "building the OCI conformance suite"
+  local work; work="$(mktemp -d)"
+  trap 'rm -rf "$work"' RETURN
+  ( cd "$work"
+    go mod init hubcache.local/conformance >/dev/null 2>&1
+    go get "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION" >/dev/null 2>&1
+    go test -c -o "$work/conformance.test" github.com/opencontainers/distribution-spec/conformance
+  ) || die "building the conformance suite failed"
+  mkdir -p "$out" && mv "$work/conformance.test" "$out/conformance.test"
+}
+
+# env prints the variables the tests read to find the tools.
+print_env() {
+  echo "export KUBEBUILDER_ASSETS=$TOOLS_DIR/envtest-v$KUBE_VERSION"
+  echo "export HUBCACHE_CRANE=$TOOLS_DIR/crane-$CRANE_VERSION/crane"
+  echo "export HUBCACHE_CONFORMANCE=$TOOLS_DIR/oci-conformance-$CONFORMANCE_VERSION/conformance.test"
+}
+
+# envtest gathers kube-apiserver, etcd and kubectl in the folder controller-runtime's envtest reads.
+envtest() {
+  kube_apiserver
+  etcd
+  local dir="$TOOLS_DIR/envtest-v$KUBE_VERSION"
+  mkdir -p "$dir"
+  ln -sf "$TOOLS_DIR/kube-apiserver-v$KUBE_VERSION/kube-apiserver" "$dir/kube-apiserver"
+  ln -sf "$TOOLS_DIR/etcd-v$ETCD_VERSION/etcd" "$dir/etcd"
+  local kubectl; kubectl="$(command -v kubectl || true)"
+  [ -n "$kubectl" ] || die "kubectl not found (apt-get install kubectl or put it on PATH)"
+  ln -sf "$kubectl" "$dir/kubectl"
+}
+
+mkdir -p "$TOOLS_DIR"
+case "${1:-all}" in
+  apt) apt_pkgs ;;
+  kube-apiserver) kube_apiserver ;;
+  etcd) etcd ;;
+  envtest) envtest ;;
+  crane) crane ;;
+  conformance) conformance ;;
+  env) print_env ;;
+  all) apt_pkgs; envtest; crane; conformance ;;
+  *) die "unknown tool $1" ;;
+esac

@@ -1,0 +1,38 @@
+// Package blobstore defines where the cache keeps content-addressed bytes (blobs and the raw
+// bytes of manifests). Implementations live in sub-packages (file, s3) and all pass the
+// conformance suite in blobstoretest.
+package blobstore
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// ErrNotFound is returned when no committed object exists for a digest.
+var ErrNotFound = errors.New("blob not found")
+
+// Store keeps objects keyed by their digest. An object becomes visible only when its Writer
+// commits: readers never see a partial object. The store does not verify content; the cache
+// verifies digest and size before it commits.
+type Store interface {
+	// Stat returns the size of the committed object, or ErrNotFound.
+	Stat(ctx context.Context, d v1.Hash) (int64, error)
+	// Open reads length bytes starting at offset (length < 0: to the end), or ErrNotFound.
+	Open(ctx context.Context, d v1.Hash, offset, length int64) (io.ReadCloser, error)
+	// Create starts writing the object for d. Nothing is visible until Commit.
+	Create(ctx context.Context, d v1.Hash) (Writer, error)
+	// Delete removes the object; deleting a missing object is not an error.
+	Delete(ctx context.Context, d v1.Hash) error
+}
+
+// Writer streams one object into the store.
+type Writer interface {
+	io.Writer
+	// Commit makes the written bytes visible under the digest, atomically.
+	Commit(ctx context.Context) error
+	// Cancel discards everything written; safe to call after Commit (then it does nothing).
+	Cancel(ctx context.Context) error
+}

@@ -1,0 +1,27 @@
+// Package imageref is the one mapping between upstream image references and their place
+// under the cache: the webhook produces "<target>/<registry>/<repository>" names with it and
+// the proxy parses them back. It has no I/O.
+package imageref
+
+// DockerHub is the canonical name of Docker Hub in cache paths and rewritten references.
+const DockerHub = "docker.io"
+
+// dockerHubAliases are the registry hosts that mean Docker Hub. An image reference with no
+// registry also means Docker Hub.
+var dockerHubAliases = map[string]bool{
+	"docker.io":            true,
+	"index.docker.io":      true,
+	"registry-1.docker.io": true,
+}
+
+// IsDockerHub reports whether host names Docker Hub.
+func IsDockerHub(host string) bool { return dockerHubAliases[host] }
+
+// CanonicalRegistry returns the name a registry host is stored under: every Docker Hub alias
+// becomes "docker.io"; other hosts are returned unchanged.
+func CanonicalRegistry(host string) string {
+	if IsDockerHub(host) {
+		return DockerHub
+	}
+	return host
+}
