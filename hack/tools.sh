@@ -27,14 +27,15 @@ apt_pkgs() {
     || die "apt-get install ${missing[*]} failed"
 }
 
-# kube_apiserver builds k8s.io/kubernetes/cmd/kube-apiserver from the Go module proxy: a
-# throwaway module requires k8s.io/kubernetes and points every staging module at its release.
-kube_apiserver() {
-  local out="$TOOLS_DIR/kube-apiserver-v$KUBE_VERSION"
-  [ -x "$out/kube-apiserver" ] && return 0
-  log "building kube-apiserver v$KUBE_VERSION (about 10 minutes, once)"
+# kube_build builds one command of k8s.io/kubernetes (kube-apiserver, kubectl) from the Go
+# module proxy: a throwaway module requires k8s.io/kubernetes and points every staging module
+# at its release.
+kube_build() {
+  local cmd="$1" out="$TOOLS_DIR/$1-v$KUBE_VERSION"
+  [ -x "$out/$cmd" ] && return 0
+  log "building $cmd v$KUBE_VERSION (kube-apiserver: about 10 minutes, once)"
   local work; work="$(mktemp -d)"
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   ( cd "$work"
     go mod init hubcache.local/kubebuild >/dev/null 2>&1
     local gomod
@@ -46,9 +47,9 @@ kube_apiserver() {
       grep -oE '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$gomod" | awk '{print $1}' | sort -u |
         while read -r m; do echo "replace $m => $m $staging_version"; done
     } >> go.mod
-    GOFLAGS=-mod=mod go build -o "$work/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
-  ) || die "building kube-apiserver failed"
-  mkdir -p "$out" && mv "$work/kube-apiserver" "$out/kube-apiserver"
+    GOFLAGS=-mod=mod go build -o "$work/$cmd" "k8s.io/kubernetes/cmd/$cmd"
+  ) || die "building $cmd failed"
+  mkdir -p "$out" && mv "$work/$cmd" "$out/$cmd"
 }
 
 etcd() {
@@ -56,7 +57,7 @@ etcd() {
   [ -x "$out/etcd" ] && return 0
   log "building etcd v$ETCD_VERSION (once)"
   local work; work="$(mktemp -d)"
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   ( cd "$work"
     go mod init hubcache.local/etcdbuild >/dev/null 2>&1
     go get -tool "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null 2>&1
@@ -79,7 +80,7 @@ conformance() {
   [ -x "$out/conformance.test" ] && return 0
   log "building the OCI conformance suite"
   local work; work="$(mktemp -d)"
-  trap 'rm -rf "$work"' RETURN
+  trap 'rm -rf "${work:-}"; trap - RETURN' RETURN
   ( cd "$work"
     go mod init hubcache.local/conformance >/dev/null 2>&1
     go get "github.com/opencontainers/distribution-spec/conformance@$CONFORMANCE_VERSION" >/dev/null 2>&1
@@ -97,21 +98,21 @@ print_env() {
 
 # envtest gathers kube-apiserver, etcd and kubectl in the folder controller-runtime's envtest reads.
 envtest() {
-  kube_apiserver
+  kube_build kube-apiserver
+  kube_build kubectl
   etcd
   local dir="$TOOLS_DIR/envtest-v$KUBE_VERSION"
   mkdir -p "$dir"
   ln -sf "$TOOLS_DIR/kube-apiserver-v$KUBE_VERSION/kube-apiserver" "$dir/kube-apiserver"
   ln -sf "$TOOLS_DIR/etcd-v$ETCD_VERSION/etcd" "$dir/etcd"
-  local kubectl; kubectl="$(command -v kubectl || true)"
-  [ -n "$kubectl" ] || die "kubectl not found (apt-get install kubectl or put it on PATH)"
-  ln -sf "$kubectl" "$dir/kubectl"
+  ln -sf "$TOOLS_DIR/kubectl-v$KUBE_VERSION/kubectl" "$dir/kubectl"
 }
 
 mkdir -p "$TOOLS_DIR"
 case "${1:-all}" in
   apt) apt_pkgs ;;
-  kube-apiserver) kube_apiserver ;;
+  kube-apiserver) kube_build kube-apiserver ;;
+  kubectl) kube_build kubectl ;;
   etcd) etcd ;;
   envtest) envtest ;;
   crane) crane ;;

@@ -1,0 +1,69 @@
+# hubcache — the front door. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+# Slow-to-build test tools (kube-apiserver, etcd, kubectl, crane, the OCI conformance suite)
+# are cached here, keyed by version, outside the clone so a fresh clone reuses them.
+export TOOLS_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubcache-tools
+TEST_TIMEOUT ?= 60m
+FUZZTIME  ?= 20s
+RUN_DATA  ?= $(CURDIR)/data
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build bin/hubcache (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/hubcache ./cmd/hubcache
+
+.PHONY: run
+run: build ## Run the cache on 127.0.0.1:5000 with embedded defaults (files + SQLite in ./data)
+	bin/hubcache proxy --listen 127.0.0.1:5000 --data-dir $(RUN_DATA)
+
+.PHONY: tools
+tools: ## Install or build what the tests need (containerd, skopeo, kube-apiserver, etcd, kubectl, crane, conformance)
+	hack/tools.sh all
+
+.PHONY: services
+services: ## Start the servers the tests talk to (Postgres)
+	hack/services.sh
+
+.PHONY: test
+test: tools services ## Run every test (unit, integration, end-to-end, brief fuzzing) against real servers
+	eval "$$(hack/tools.sh env)"; \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) fuzz
+
+.PHONY: test-unit
+test-unit: ## Run only the fast tests (no servers needed)
+	$(GO) test -short ./cmd/... ./webhook/... ./proxy/... ./manifests/...
+
+.PHONY: fuzz
+fuzz: ## Fuzz reference normalisation briefly (FUZZTIME=20s)
+	$(GO) test ./webhook/rewrite -run '^$$' -fuzz '^FuzzImage$$' -fuzztime $(FUZZTIME)
+
+.PHONY: bench
+bench: tools services ## Benchmarks with ratios against a baseline measured in the same run
+	eval "$$(hack/tools.sh env)"; \
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./test/bench/...
+
+.PHONY: vet
+vet: ## go vet every package
+	$(GO) vet ./...
+
+.PHONY: manifests
+manifests: ## Render the kustomize manifests to stdout
+	@kubectl kustomize manifests/base 2>/dev/null || $(GO) run sigs.k8s.io/kustomize/kustomize/v5@v5.8.0 build manifests/base
+
+.PHONY: image
+image: ## Build the container image (needs a Docker engine)
+	docker build --build-arg VERSION=$(VERSION) -t ghcr.io/hubcache/hubcache:$(VERSION) .
+
+.PHONY: clean
+clean: ## Remove build output (not the tool cache)
+	rm -rf bin dist
