@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Builds or installs the real servers and clients the tests run against, caching each
 # slow-to-build binary in $TOOLS_DIR keyed by version so only a fresh machine pays for it.
-# Usage: hack/tools.sh [apt|kube-apiserver|etcd|crane|conformance|all]   (prints nothing on a cache hit)
+# Usage: hack/tools.sh [apt|kube-apiserver|etcd|crane|conformance|minio|versitygw|env|all]   (prints nothing on a cache hit)
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-3.7.3}"
 CRANE_VERSION="${CRANE_VERSION:-v0.22.1}"
 CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
+# MinIO tags no Go-module releases; this is what @latest resolved to on 2026-02-12 (pinned so
+# every machine tests against the same server).
+MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
 TOOLS_DIR="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hubcache-tools}"
 
 log() { echo "tools: $*" >&2; }
@@ -74,6 +78,23 @@ crane() {
     || die "installing crane failed"
 }
 
+# minio builds the MinIO server (about 5 minutes, once): the S3 the blob store tests run against.
+minio() {
+  local out="$TOOLS_DIR/minio-$MINIO_VERSION"
+  [ -x "$out/minio" ] && return 0
+  log "building minio $MINIO_VERSION (about 5 minutes, once)"
+  GOBIN="$out" go install "github.com/minio/minio@$MINIO_VERSION" || die "building minio failed"
+}
+
+# versitygw builds versitygw, a second and stricter S3 server (posix backend).
+versitygw() {
+  local out="$TOOLS_DIR/versitygw-$VERSITYGW_VERSION"
+  [ -x "$out/versitygw" ] && return 0
+  log "building versitygw $VERSITYGW_VERSION (once)"
+  GOBIN="$out" go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+    || die "building versitygw failed"
+}
+
 # conformance compiles the OCI distribution-spec conformance suite into a test binary.
 conformance() {
   local out="$TOOLS_DIR/oci-conformance-$CONFORMANCE_VERSION"
@@ -94,6 +115,8 @@ print_env() {
   echo "export KUBEBUILDER_ASSETS=$TOOLS_DIR/envtest-v$KUBE_VERSION"
   echo "export HUBCACHE_CRANE=$TOOLS_DIR/crane-$CRANE_VERSION/crane"
   echo "export HUBCACHE_CONFORMANCE=$TOOLS_DIR/oci-conformance-$CONFORMANCE_VERSION/conformance.test"
+  echo "export HUBCACHE_MINIO=$TOOLS_DIR/minio-$MINIO_VERSION/minio"
+  echo "export HUBCACHE_VERSITYGW=$TOOLS_DIR/versitygw-$VERSITYGW_VERSION/versitygw"
 }
 
 # envtest gathers kube-apiserver, etcd and kubectl in the folder controller-runtime's envtest reads.
@@ -117,7 +140,9 @@ case "${1:-all}" in
   envtest) envtest ;;
   crane) crane ;;
   conformance) conformance ;;
+  minio) minio ;;
+  versitygw) versitygw ;;
   env) print_env ;;
-  all) apt_pkgs; envtest; crane; conformance ;;
+  all) apt_pkgs; envtest; crane; conformance; minio; versitygw ;;
   *) die "unknown tool $1" ;;
 esac
