@@ -1,0 +1,311 @@
+// Package file is the embedded blob store: content-addressed files under one root directory.
+//
+//	<root>/blobs/sha256/ab/abcdef…   committed objects, named by their digest
+//	<root>/tmp/                     writes in progress, renamed into place on Commit
+//
+// A rename within one file system is atomic, so a reader sees either no object or the whole
+// one. tmp and blobs must therefore live on the same file system (they share the root).
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
+)
+
+// DefaultStaleAfter is how old a temporary file must be before New removes it. A write that
+// has been open this long belongs to a process that died, not to a slow fill.
+const DefaultStaleAfter = time.Hour
+
+// ErrInvalidDigest is returned for a digest that is not a well-formed sha256 digest.
+var ErrInvalidDigest = errors.New("invalid digest: want sha256 with 64 lowercase hex characters")
+
+// Store keeps objects as files under a root directory.
+type Store struct {
+	blobs      string
+	tmp        string
+	logger     *slog.Logger
+	staleAfter time.Duration
+}
+
+var _ blobstore.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.logger = l } }
+
+// WithStaleAfter sets the age after which New removes leftover temporary files.
+func WithStaleAfter(d time.Duration) Option { return func(s *Store) { s.staleAfter = d } }
+
+// New opens (creating if needed) the store under root and removes stale temporary files.
+func New(root string, opts ...Option) (*Store, error) {
+	if root == "" {
+		return nil, errors.New("file blob store: empty root directory")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("file blob store: resolve root %q: %w", root, err)
+	}
+	s := &Store{
+		blobs:      filepath.Join(abs, "blobs", "sha256"),
+		tmp:        filepath.Join(abs, "tmp"),
+		logger:     slog.Default(),
+		staleAfter: DefaultStaleAfter,
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	for _, dir := range []string{s.blobs, s.tmp} {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("file blob store: create %s: %w", dir, err)
+		}
+	}
+	if err := s.removeStale(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// removeStale deletes temporary files left by writers that never committed or cancelled.
+func (s *Store) removeStale() error {
+	entries, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return fmt.Errorf("file blob store: list %s: %w", s.tmp, err)
+	}
+	cutoff := time.Now().Add(-s.staleAfter)
+	for _, e := range entries {
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(cutoff) {
+			continue
+		}
+		p := filepath.Join(s.tmp, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			s.logger.Warn("removing stale temporary blob file", "path", p, "error", err)
+			continue
+		}
+		s.logger.Info("removed stale temporary blob file", "path", p, "modified", info.ModTime())
+	}
+	return nil
+}
+
+// path returns where the object for d lives. It accepts only sha256 digests with 64 lowercase
+// hex characters, so no digest can name a path outside the store.
+func (s *Store) path(d v1.Hash) (string, error) {
+	if !validDigest(d) {
+		return "", fmt.Errorf("%w: %q", ErrInvalidDigest, d.Algorithm+":"+d.Hex)
+	}
+	return filepath.Join(s.blobs, d.Hex[:2], d.Hex), nil
+}
+
+func validDigest(d v1.Hash) bool {
+	if d.Algorithm != "sha256" || len(d.Hex) != 64 {
+		return false
+	}
+	for _, c := range []byte(d.Hex) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Stat returns the size of the committed object for d.
+func (s *Store) Stat(ctx context.Context, d v1.Hash) (int64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("stat blob: %w", err)
+	}
+	p, err := s.path(d)
+	if err != nil {
+		return 0, err
+	}
+	info, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("stat blob %s: %w", d, blobstore.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	return info.Size(), nil
+}
+
+// Open reads length bytes from offset (length < 0: to the end). An offset at the end gives an
+// empty reader; an offset past the end is an error.
+func (s *Store) Open(ctx context.Context, d v1.Hash, offset, length int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open blob: %w", err)
+	}
+	p, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 {
+		return nil, fmt.Errorf("open blob %s: negative offset %d", d, offset)
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open blob %s: %w", d, blobstore.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	size := info.Size()
+	if offset > size {
+		f.Close()
+		return nil, fmt.Errorf("open blob %s: offset %d beyond size %d", d, offset, size)
+	}
+	n := size - offset
+	if length >= 0 && length < n {
+		n = length
+	}
+	return &section{SectionReader: io.NewSectionReader(f, offset, n), f: f}, nil
+}
+
+type section struct {
+	*io.SectionReader
+	f *os.File
+}
+
+func (s *section) Close() error { return s.f.Close() }
+
+// Create starts a write into a temporary file. The context bounds the whole write: once it is
+// cancelled, Write and Commit fail.
+func (s *Store) Create(ctx context.Context, d v1.Hash) (blobstore.Writer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("create blob: %w", err)
+	}
+	final, err := s.path(d)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(s.tmp, d.Hex[:16]+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("create blob %s: %w", d, err)
+	}
+	return &writer{ctx: ctx, digest: d, f: f, final: final}, nil
+}
+
+// Delete removes the object for d; a missing object is not an error.
+func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("delete blob: %w", err)
+	}
+	p, err := s.path(d)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// writer is not safe for concurrent use; one goroutine streams into it.
+type writer struct {
+	ctx    context.Context
+	digest v1.Hash
+	f      *os.File // nil once committed or cancelled
+	final  string
+	err    error // first write error; the write cannot be committed after one
+}
+
+var errFinished = errors.New("blob writer already committed or cancelled")
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.f == nil {
+		return 0, errFinished
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if err := w.ctx.Err(); err != nil {
+		w.err = fmt.Errorf("write blob %s: %w", w.digest, err)
+		return 0, w.err
+	}
+	n, err := w.f.Write(p)
+	if err != nil {
+		w.err = fmt.Errorf("write blob %s: %w", w.digest, err)
+	}
+	return n, w.err
+}
+
+// Commit flushes the temporary file to disk and renames it into place. If another writer
+// committed the same digest first, the rename replaces identical content, which is harmless.
+func (w *writer) Commit(ctx context.Context) error {
+	if w.f == nil {
+		return errFinished
+	}
+	if w.err != nil {
+		return w.err
+	}
+	if err := errors.Join(ctx.Err(), w.ctx.Err()); err != nil {
+		return fmt.Errorf("commit blob %s: %w", w.digest, err)
+	}
+	tmp := w.f.Name()
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("commit blob %s: sync: %w", w.digest, err)
+	}
+	if err := w.f.Close(); err != nil {
+		w.f = nil
+		_ = os.Remove(tmp)
+		return fmt.Errorf("commit blob %s: close: %w", w.digest, err)
+	}
+	w.f = nil
+	dir := filepath.Dir(w.final)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("commit blob %s: %w", w.digest, err)
+	}
+	if err := os.Rename(tmp, w.final); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("commit blob %s: %w", w.digest, err)
+	}
+	// Persist the directory entry so a crash after Commit does not lose the object while
+	// metadata (written next) says it exists.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("commit blob %s: sync directory: %w", w.digest, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Cancel removes the temporary file; after Commit it does nothing.
+func (w *writer) Cancel(context.Context) error {
+	if w.f == nil {
+		return nil
+	}
+	tmp := w.f.Name()
+	closeErr := w.f.Close()
+	w.f = nil
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("cancel blob %s: %w", w.digest, err)
+	}
+	if closeErr != nil && !errors.Is(closeErr, os.ErrClosed) {
+		return fmt.Errorf("cancel blob %s: %w", w.digest, closeErr)
+	}
+	return nil
+}
