@@ -57,3 +57,13 @@ type Blob interface {
 	// Open reads length bytes from offset (length < 0: to the end).
 	Open(ctx context.Context, offset, length int64) (io.ReadCloser, error)
 }
+
+// Repo names a repository under the cache: its canonical registry ("docker.io", see
+// imageref.CanonicalRegistry) and its repository path on that registry ("library/nginx").
+type Repo struct {
+	Registry string
+	Path     string
+}
+
+// String is the full cache name, "docker.io/library/nginx": the repository key in metadata.
+func (r Repo) String() string { return r.Registry + "/" + r.Path }
