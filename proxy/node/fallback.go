@@ -1,0 +1,133 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// registryResource names a configured registry for a keychain lookup. Credentials are
+// looked up by the registry's name in cache paths ("docker.io"), not by the host its API
+// lives on ("registry-1.docker.io").
+type registryResource string
+
+func (r registryResource) String() string      { return string(r) }
+func (r registryResource) RegistryStr() string { return string(r) }
+
+// transports keeps one authenticated RoundTripper per repository, so that the token
+// handshake (a ping and a token request) happens once, not on every request. A Bearer
+// transport widens its scopes as it meets new repositories, which is why entries are per
+// repository; the cache is bounded and entries are renewed after maxAge so rotated
+// credentials are picked up.
+type transports struct {
+	base     http.RoundTripper
+	keychain authn.Keychain
+	max      int
+	maxAge   time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	entries map[string]*transportEntry
+}
+
+type transportEntry struct {
+	rt       http.RoundTripper
+	created  time.Time
+	lastUsed time.Time
+}
+
+func newTransports(base http.RoundTripper, kc authn.Keychain, max int, maxAge time.Duration, now func() time.Time) *transports {
+	return &transports{base: base, keychain: kc, max: max, maxAge: maxAge, now: now, entries: map[string]*transportEntry{}}
+}
+
+func (t *transports) get(ctx context.Context, up Upstream, repository string) (http.RoundTripper, error) {
+	key := up.Registry + "/" + repository
+	now := t.now()
+	t.mu.Lock()
+	if e, ok := t.entries[key]; ok && now.Sub(e.created) < t.maxAge {
+		e.lastUsed = now
+		t.mu.Unlock()
+		return e.rt, nil
+	}
+	t.mu.Unlock()
+
+	reg, err := up.nameRegistry()
+	if err != nil {
+		return nil, err
+	}
+	auth, err := authn.Resolve(ctx, t.keychain, registryResource(up.Registry))
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", up.Registry, err)
+	}
+	scope := reg.Repo(repository).Scope(transport.PullScope)
+	rt, err := transport.NewWithContext(ctx, reg, auth, t.base, []string{scope})
+	if err != nil {
+		return nil, fmt.Errorf("authenticating to %s for %s: %w", up.URL.Host, repository, err)
+	}
+
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.entries[key] = &transportEntry{rt: rt, created: now, lastUsed: now}
+	for len(t.entries) > t.max {
+		t.evictOldest()
+	}
+	return rt, nil
+}
+
+func (t *transports) evictOldest() {
+	var oldest string
+	var at time.Time
+	for k, e := range t.entries {
+		if oldest == "" || e.lastUsed.Before(at) {
+			oldest, at = k, e.lastUsed
+		}
+	}
+	delete(t.entries, oldest)
+}
+
+// fallback fetches the request from the upstream registry itself and streams the answer
+// back: degraded (nothing is cached) but the pull goes on.
+func (s *Server) fallback(w http.ResponseWriter, r *http.Request, rt route) (int64, error) {
+	up := s.upstreams[rt.registry]
+	t, err := s.transports.get(r.Context(), up, rt.repository)
+	if err != nil {
+		return 0, s.upstreamFailed(w, r, err)
+	}
+	u := *up.URL
+	u.Path = rt.upstreamPath()
+	u.RawQuery = rt.query.Encode()
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), nil)
+	if err != nil {
+		return 0, s.upstreamFailed(w, r, err)
+	}
+	copyRequestHeaders(req.Header, r.Header)
+	// The client follows redirects (Docker Hub sends blobs from a CDN); the token transport
+	// sends credentials only to the registry host itself.
+	client := &http.Client{Transport: t}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, s.upstreamFailed(w, r, err)
+	}
+	defer resp.Body.Close()
+	return relay(w, r, resp, upstreamHeaderFilter, s.buffers)
+}
+
+// upstreamFailed answers when neither the proxy nor upstream could give an answer.
+func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err error) error {
+	if r.Context().Err() != nil {
+		return fmt.Errorf("client went away: %w", err)
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
+		writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "upstream registry refused the node's credentials")
+		return fmt.Errorf("upstream: %w", err)
+	}
+	writeError(w, r, http.StatusServiceUnavailable, codeUnavailable, "the cache is unreachable and so is the upstream registry")
+	return fmt.Errorf("upstream: %w", err)
+}

@@ -1,0 +1,260 @@
+// Package node is hubcache's node-local entry point. It runs on every node bound to
+// 127.0.0.1, where the kubelet may pull over plain HTTP with no node configuration, and
+// forwards every registry request to the hubcache proxy Service. When the proxy cannot be
+// reached it fetches from the upstream registry itself (degraded, nothing cached), because
+// once an image reference has been rewritten the kubelet has no other way to docker.io.
+//
+// Bodies stream through a fixed 32 KiB buffer per request and are flushed as they arrive.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Server is the node-local registry endpoint.
+type Server struct {
+	proxyURL   *url.URL
+	upstreams  map[string]Upstream
+	proxy      http.RoundTripper
+	breaker    *breaker
+	transports *transports
+	metrics    *metrics
+	log        *slog.Logger
+	buffers    *sync.Pool
+	listening  atomic.Bool
+}
+
+type options struct {
+	logger             *slog.Logger
+	keychain           authn.Keychain
+	registerer         prometheus.Registerer
+	proxyTransport     http.RoundTripper
+	upstreamTransport  http.RoundTripper
+	proxyHeaderTimeout time.Duration
+	failureThreshold   int
+	coolDown           time.Duration
+	now                func() time.Time
+}
+
+// Option configures a Server.
+type Option func(*options)
+
+// WithLogger sets the logger (default: slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithKeychain sets where upstream credentials come from (default: anonymous).
+func WithKeychain(kc authn.Keychain) Option { return func(o *options) { o.keychain = kc } }
+
+// WithRegisterer registers the metrics there (default: a private registry).
+func WithRegisterer(r prometheus.Registerer) Option { return func(o *options) { o.registerer = r } }
+
+// WithProxyTransport sets the transport to the proxy (default: see defaultProxyTransport).
+func WithProxyTransport(rt http.RoundTripper) Option {
+	return func(o *options) { o.proxyTransport = rt }
+}
+
+// WithUpstreamTransport sets the base transport to upstream registries, below the token
+// handshake (default: see defaultUpstreamTransport).
+func WithUpstreamTransport(rt http.RoundTripper) Option {
+	return func(o *options) { o.upstreamTransport = rt }
+}
+
+// WithProxyHeaderTimeout bounds the wait for the proxy's response headers before falling
+// back (default 10 s; containerd itself gives up after 30 s).
+func WithProxyHeaderTimeout(d time.Duration) Option {
+	return func(o *options) { o.proxyHeaderTimeout = d }
+}
+
+// WithBreaker sets how many consecutive connection failures switch the node to fallback
+// (default 3) and how long it waits before trying the proxy again (default 10 s).
+func WithBreaker(threshold int, coolDown time.Duration) Option {
+	return func(o *options) { o.failureThreshold, o.coolDown = threshold, coolDown }
+}
+
+// WithClock sets the time source (tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// New returns a Server that forwards to the proxy at proxyURL and falls back to upstreams.
+func New(proxyURL *url.URL, upstreams []Upstream, opts ...Option) (*Server, error) {
+	if proxyURL == nil || (proxyURL.Scheme != "http" && proxyURL.Scheme != "https") || proxyURL.Host == "" {
+		return nil, fmt.Errorf("proxy URL %v: want http(s)://host[:port]", proxyURL)
+	}
+	if len(upstreams) == 0 {
+		return nil, errors.New("no upstream registry configured")
+	}
+	o := options{
+		logger:             slog.Default(),
+		keychain:           authn.NewMultiKeychain(), // resolves to anonymous
+		proxyHeaderTimeout: 10 * time.Second,
+		failureThreshold:   3,
+		coolDown:           10 * time.Second,
+		now:                time.Now,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.registerer == nil {
+		o.registerer = prometheus.NewRegistry()
+	}
+	if o.proxyTransport == nil {
+		o.proxyTransport = defaultProxyTransport(o.proxyHeaderTimeout)
+	}
+	if o.upstreamTransport == nil {
+		o.upstreamTransport = defaultUpstreamTransport()
+	}
+	ups := map[string]Upstream{}
+	for _, u := range upstreams {
+		if _, dup := ups[u.Registry]; dup {
+			return nil, fmt.Errorf("upstream %s configured twice", u.Registry)
+		}
+		ups[u.Registry] = u
+	}
+	base := *proxyURL
+	base.Path, base.RawPath, base.RawQuery, base.Fragment = "", "", "", ""
+	return &Server{
+		proxyURL:   &base,
+		upstreams:  ups,
+		proxy:      o.proxyTransport,
+		breaker:    newBreaker(o.failureThreshold, o.coolDown, o.now),
+		transports: newTransports(o.upstreamTransport, o.keychain, 128, 30*time.Minute, o.now),
+		metrics:    newMetrics(o.registerer),
+		log:        o.logger,
+		buffers:    newBufferPool(),
+	}, nil
+}
+
+// defaultProxyTransport talks to the in-cluster Service: no HTTP(S)_PROXY (cluster names
+// are rarely in NO_PROXY), short connect timeout, and a bound on the wait for headers so a
+// stuck proxy turns into a fallback well before containerd's 30 s.
+func defaultProxyTransport(headerTimeout time.Duration) *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		ResponseHeaderTimeout: headerTimeout,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		// Bytes must pass through verbatim: no transparent gzip.
+		DisableCompression: true,
+	}
+}
+
+// defaultUpstreamTransport talks to public registries, through the node's HTTP(S)_PROXY if
+// it has one.
+func defaultUpstreamTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 20 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+		DisableCompression:    true,
+	}
+}
+
+// Serve answers registry requests on l (wrapped with TLSGuard) until ctx ends, then shuts
+// down gracefully.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.listening.Store(true)
+	defer s.listening.Store(false)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(TLSGuard(l)) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving registry requests: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	return nil
+}
+
+// ServeHTTP validates the request, then forwards it to the proxy or falls back.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	log := s.log.With("method", r.Method, "path", r.URL.Path)
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.metrics.requests.WithLabelValues(outcomeRejected).Inc()
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, r, http.StatusMethodNotAllowed, codeUnsupported, "this registry is read-only")
+		return
+	}
+	rt, err := parseRoute(r.URL)
+	if err != nil {
+		s.reject(w, r, log, err)
+		return
+	}
+	if rt.kind == kindPing {
+		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			_, _ = w.Write([]byte("{}"))
+		}
+		return
+	}
+	if _, ok := s.upstreams[rt.registry]; !ok {
+		s.reject(w, r, log, refuse(http.StatusNotFound, codeNameUnknown, "registry %q is not a configured upstream", rt.registry))
+		return
+	}
+	log = log.With("registry", rt.registry, "repository", rt.repository)
+
+	outcome := outcomeForwarded
+	n, served, err := s.forward(w, r, log)
+	if !served && err == nil {
+		outcome = outcomeFallback
+		n, err = s.fallback(w, r, rt)
+	}
+	s.metrics.bytes.WithLabelValues(outcome).Add(float64(n))
+	switch {
+	case errors.Is(err, errAborted):
+		s.metrics.requests.WithLabelValues(outcomeError).Inc()
+		log.Warn("response aborted", "route", outcome, "bytes", n, "error", err, "duration", time.Since(start))
+		// Headers are out: only breaking the connection tells the client the body is short.
+		panic(http.ErrAbortHandler)
+	case err != nil:
+		s.metrics.requests.WithLabelValues(outcomeError).Inc()
+		log.Warn("request failed", "route", outcome, "error", err, "duration", time.Since(start))
+	default:
+		s.metrics.requests.WithLabelValues(outcome).Inc()
+		level := slog.LevelDebug
+		if outcome == outcomeFallback {
+			level = slog.LevelInfo
+		}
+		log.Log(r.Context(), level, "served", "route", outcome, "bytes", n, "duration", time.Since(start))
+	}
+}
+
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	s.metrics.requests.WithLabelValues(outcomeRejected).Inc()
+	var re *requestError
+	if !errors.As(err, &re) {
+		re = refuse(http.StatusBadRequest, codeNameInvalid, "%v", err)
+	}
+	log.Info("request rejected", "status", re.status, "code", re.code, "reason", re.message)
+	writeError(w, r, re.status, re.code, re.message)
+}
