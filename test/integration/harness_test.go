@@ -143,14 +143,22 @@ const clientTimeout = 3 * time.Minute
 // standard error.
 func run(t *testing.T, bin string, args ...string) (string, error) {
 	t.Helper()
+	// Clients must not pick up credentials or registry settings of the machine.
+	home := t.TempDir()
+	env := append(os.Environ(), "HOME="+home, "DOCKER_CONFIG="+home, "REGISTRY_AUTH_FILE="+home+"/auth.json", "XDG_RUNTIME_DIR="+home)
+	return runIn(t, "", env, bin, args...)
+}
+
+// runIn runs bin in dir with exactly env.
+func runIn(t *testing.T, dir string, env []string, bin string, args ...string) (string, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// Clients must not pick up credentials or registry settings of the machine.
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HOME="+home, "DOCKER_CONFIG="+home, "REGISTRY_AUTH_FILE="+home+"/auth.json", "XDG_RUNTIME_DIR="+home)
 	if err := cmd.Run(); err != nil {
 		return stdout.String(), fmt.Errorf("%s %s: %w\n%s", bin, strings.Join(args, " "), err, stderr.String())
 	}
