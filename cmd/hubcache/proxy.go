@@ -1,16 +1,185 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/imageref"
+	"github.com/hubcache/hubcache/proxy/server"
+	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
-// TODO(owner of proxy): replace this stub.
+// proxyFlags are the proxy command's settings, each also a HUBCACHE_… variable.
+type proxyFlags struct {
+	listen          string
+	metricsListen   string
+	dataDir         string
+	upstreams       []string
+	dockerConfig    string
+	tagTTL          time.Duration
+	fillTimeout     time.Duration
+	upstreamTimeout time.Duration
+	maxManifestSize int64
+	logLevel        string
+	shutdownTimeout time.Duration
+}
+
 func newProxyCmd() *cobra.Command {
-	return &cobra.Command{
+	f := proxyFlags{}
+	cmd := &cobra.Command{
 		Use:   "proxy",
-		Short: "not built yet",
-		RunE:  func(*cobra.Command, []string) error { return errors.New("proxy: not built yet") },
+		Short: "Run the pull-through cache (OCI registry API on --listen)",
+		Long: `Run the pull-through cache. Pull 127.0.0.1:5000/docker.io/<repository>:<tag>; the
+registry API serves /v2/<registry>/<repository>/manifests/<ref> and …/blobs/<digest>, and the
+mirror form /v2/<repository>/… (?ns=docker.io or no ns means docker.io).
+Blobs are kept as files and metadata in SQLite under --data-dir.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), f) },
 	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:5000", "address of the registry API")
+	fl.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9090", "address of /metrics, /healthz and /readyz (empty: off)")
+	fl.StringVar(&f.dataDir, "data-dir", defaultDataDir(), "directory for blobs (blobs/), metadata (metadata.db) and fills in progress (spool/)")
+	fl.StringArrayVar(&f.upstreams, "upstream", []string{"docker.io=https://registry-1.docker.io"},
+		"REGISTRY=URL: serve REGISTRY, fetching from URL (repeatable; only these registries are reachable; plain http only when written so)")
+	fl.StringVar(&f.dockerConfig, "docker-config", "", "directory of the Docker config.json with upstream credentials (default $DOCKER_CONFIG or ~/.docker; anonymous when absent)")
+	fl.DurationVar(&f.tagTTL, "tag-ttl", cache.DefaultTagTTL, "how long a tag is served before it is revalidated upstream with a HEAD")
+	fl.DurationVar(&f.fillTimeout, "fill-timeout", cache.DefaultFillTimeout, "upper bound of one blob download from upstream, whether or not clients still wait")
+	fl.DurationVar(&f.upstreamTimeout, "upstream-timeout", upstream.DefaultTimeout, "bound on upstream manifest requests, HEADs and the wait for blob response headers")
+	fl.Int64Var(&f.maxManifestSize, "max-manifest-size", cache.DefaultMaxManifestSize, "largest manifest accepted from upstream, in bytes")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let requests in progress finish on SIGINT/SIGTERM")
+	return cmd
+}
+
+// defaultDataDir is ./hubcache-data: `make run` works from a checkout with nothing set up,
+// and the data stays next to the tree (and out of git, see .gitignore). Containers set
+// --data-dir to a volume.
+func defaultDataDir() string { return "hubcache-data" }
+
+// parseUpstreams reads REGISTRY=URL pairs; one value may hold several separated by commas
+// (how HUBCACHE_UPSTREAM lists more than one). Docker Hub aliases name docker.io.
+func parseUpstreams(values []string) (map[string]*url.URL, error) {
+	var pairs []string
+	for _, v := range values {
+		pairs = append(pairs, strings.Split(v, ",")...)
+	}
+	out := map[string]*url.URL{}
+	for _, p := range pairs {
+		reg, raw, ok := strings.Cut(p, "=")
+		reg = strings.ToLower(strings.TrimSpace(reg))
+		if !ok || reg == "" || raw == "" {
+			return nil, fmt.Errorf("--upstream %q: want REGISTRY=URL, e.g. docker.io=https://registry-1.docker.io", p)
+		}
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("--upstream %q: URL must be http(s)://host[:port]", p)
+		}
+		reg = imageref.CanonicalRegistry(reg)
+		if _, dup := out[reg]; dup {
+			return nil, fmt.Errorf("--upstream: registry %s given twice", reg)
+		}
+		out[reg] = u
+	}
+	return out, nil
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runProxy(ctx context.Context, f proxyFlags) error {
+	log, err := newLogger(f.logLevel)
+	if err != nil {
+		return err
+	}
+	ups, err := parseUpstreams(f.upstreams)
+	if err != nil {
+		return err
+	}
+	if f.maxManifestSize <= 0 {
+		return errors.New("--max-manifest-size must be positive")
+	}
+	dataDir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	srv, err := server.New(ctx, dataDir, ups,
+		server.WithTagTTL(f.tagTTL),
+		server.WithFillTimeout(f.fillTimeout),
+		server.WithUpstreamTimeout(f.upstreamTimeout),
+		server.WithMaxManifestSize(f.maxManifestSize),
+		server.WithDockerConfigDir(f.dockerConfig),
+		server.WithLogger(log),
+	)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := srv.Close(); err != nil {
+			log.Error("closing stores", "error", err.Error())
+		}
+	}()
+
+	servers := []*http.Server{{Addr: f.listen, Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	if f.metricsListen != "" {
+		servers = append(servers, &http.Server{Addr: f.metricsListen, Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second})
+	}
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		ln, err := net.Listen("tcp", s.Addr)
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", s.Addr, err)
+		}
+		go func() {
+			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s: %w", s.Addr, err)
+			}
+		}()
+	}
+	names := make([]string, 0, len(ups))
+	for n, u := range ups {
+		names = append(names, n+"="+u.String())
+	}
+	sort.Strings(names)
+	log.Info("hubcache proxy listening", "listen", f.listen, "metrics_listen", f.metricsListen,
+		"data_dir", dataDir, "upstreams", names, "tag_ttl", f.tagTTL.String(), "version", version)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+		log.Error("server failed", "error", err.Error())
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.shutdownTimeout)
+	defer cancel()
+	for _, s := range servers {
+		if serr := s.Shutdown(shutCtx); serr != nil {
+			log.Warn("shutdown", "addr", s.Addr, "error", serr.Error())
+		}
+	}
+	return err
 }

@@ -1,0 +1,159 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
+	"github.com/hubcache/hubcache/proxy/metadata"
+)
+
+// Blob returns the blob for repo: from the store when it is linked to repo; linked after
+// upstream confirms repo has it when the store has it for another repository; otherwise from
+// the one upstream fill of this digest, which the caller joins. The returned Blob's bytes may
+// still be arriving.
+func (c *Cache) Blob(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
+	if err := c.checkRegistry(repo); err != nil {
+		return nil, err
+	}
+	size, err := c.linkedBlob(ctx, repo, d)
+	if err == nil {
+		c.m.hit(kindBlob)
+		return &storedBlob{c: c, d: d, size: size}, nil
+	}
+	if !errors.Is(err, errMiss) {
+		return nil, err
+	}
+	if size, err := c.blobs.Stat(ctx, d); err == nil {
+		if err := c.confirmAndLink(ctx, repo, d, size); err != nil {
+			return nil, err
+		}
+		c.m.hit(kindBlob)
+		return &storedBlob{c: c, d: d, size: size}, nil
+	} else if !errors.Is(err, blobstore.ErrNotFound) {
+		return nil, fmt.Errorf("checking blob %s: %w", d, err)
+	}
+	c.m.miss(kindBlob)
+	f, started := c.startOrJoinFill(repo, d)
+	if !started && f.repo != repo {
+		// The fill is for another repository: its bytes are served here only once upstream
+		// confirms this repository has the digest too.
+		if _, err := c.headBlob(ctx, repo, d); err != nil {
+			return nil, err
+		}
+	}
+	return f.wait(ctx)
+}
+
+// StatBlob returns the blob's size without fetching its bytes: from the cache when linked,
+// else from an upstream HEAD (which also links a blob the store already holds).
+func (c *Cache) StatBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, error) {
+	if err := c.checkRegistry(repo); err != nil {
+		return 0, err
+	}
+	size, err := c.linkedBlob(ctx, repo, d)
+	if err == nil {
+		return size, nil
+	}
+	if !errors.Is(err, errMiss) {
+		return 0, err
+	}
+	if f := c.fillFor(d); f != nil && f.repo == repo {
+		if b, err := f.wait(ctx); err == nil && b.Size() >= 0 {
+			return b.Size(), nil
+		}
+	}
+	if stored, err := c.blobs.Stat(ctx, d); err == nil {
+		if err := c.confirmAndLink(ctx, repo, d, stored); err != nil {
+			return 0, err
+		}
+		return stored, nil
+	}
+	return c.headBlob(ctx, repo, d)
+}
+
+// linkedBlob returns the size of a blob linked to repo whose object is present; errMiss
+// otherwise. A link whose object is gone (or has the wrong size) is forgotten: heal.
+func (c *Cache) linkedBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, error) {
+	row, err := c.meta.GetBlob(ctx, repo.String(), d)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return 0, errMiss
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading blob %s: %w", d, err)
+	}
+	size, err := c.blobs.Stat(ctx, d)
+	if err == nil && size == row.Size {
+		return size, nil
+	}
+	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		return 0, fmt.Errorf("checking blob %s: %w", d, err)
+	}
+	c.heal(ctx, d, "blob")
+	return 0, errMiss
+}
+
+func (c *Cache) headBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, error) {
+	size, err := c.up.HeadBlob(ctx, repo.Registry, repo.Path, d)
+	c.m.upstream("HEAD", kindBlob, err)
+	if err != nil {
+		return 0, upstreamError(err, kindBlob)
+	}
+	return size, nil
+}
+
+// confirmAndLink links a stored blob to repo once upstream says repo has it with this size.
+func (c *Cache) confirmAndLink(ctx context.Context, repo Repo, d v1.Hash, size int64) error {
+	upSize, err := c.headBlob(ctx, repo, d)
+	if err != nil {
+		return err
+	}
+	if upSize >= 0 && upSize != size {
+		return fmt.Errorf("%w: upstream size %d of %s differs from the stored %d", ErrUnavailable, upSize, d, size)
+	}
+	if err := c.meta.PutBlob(ctx, repo.String(), metadata.Blob{Digest: d, Size: size}); err != nil {
+		return fmt.Errorf("linking blob %s: %w", d, err)
+	}
+	return nil
+}
+
+// storedBlob is a committed blob in the store.
+type storedBlob struct {
+	c    *Cache
+	d    v1.Hash
+	size int64
+}
+
+func (b *storedBlob) Digest() v1.Hash { return b.d }
+func (b *storedBlob) Size() int64     { return b.size }
+
+func (b *storedBlob) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
+	rc, err := b.c.blobs.Open(ctx, b.d, offset, length)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		// Gone between Stat and Open: forget it; the client's retry refetches.
+		b.c.heal(ctx, b.d, "blob")
+		return nil, fmt.Errorf("%w: %s vanished from the store", ErrBlobUnknown, b.d)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening blob %s: %w", b.d, err)
+	}
+	return &countingReader{rc: rc, add: b.c.m.servedFromCache}, nil
+}
+
+// countingReader reports bytes read to a metric.
+type countingReader struct {
+	rc  io.ReadCloser
+	add func(int)
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.rc.Read(p)
+	r.add(n)
+	return n, err
+}
+
+func (r *countingReader) Close() error { return r.rc.Close() }

@@ -1,0 +1,275 @@
+package cache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/metadata"
+)
+
+// errFillFailed is what readers of a failed fill get, wrapping the cause.
+var errFillFailed = errors.New("blob fill failed")
+
+// fill is the single upstream fetch of one blob digest. The upstream body is teed into a
+// sha256 hash, the blob store writer and a local spool file; readers (one per waiting
+// client) read the spool as it grows. The store commit happens only after size and digest
+// check out; readers never get a response's last byte before that, so a bad fill always
+// ends in a failed read, never in a complete-looking body.
+type fill struct {
+	c      *Cache
+	repo   Repo
+	digest v1.Hash
+
+	// started is closed once upstream answered: then size, spool and startErr are set and
+	// never change.
+	started  chan struct{}
+	size     int64
+	spool    string
+	startErr error
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	written int64
+	done    bool
+	err     error
+}
+
+// startOrJoinFill returns the fill in progress for d, or starts one for repo. started
+// reports whether this call started it.
+func (c *Cache) startOrJoinFill(repo Repo, d v1.Hash) (*fill, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.fills[d]; ok {
+		return f, false
+	}
+	f := &fill{c: c, repo: repo, digest: d, started: make(chan struct{})}
+	f.cond = sync.NewCond(&f.mu)
+	c.fills[d] = f
+	c.wg.Add(1)
+	// The fill belongs to the cache, not to the request that started it: a client that
+	// leaves does not cancel it; the fill timeout and Close do.
+	ctx, cancel := context.WithTimeout(c.base, c.opts.fillTimeout)
+	go func() {
+		defer c.wg.Done()
+		defer cancel()
+		err := f.run(ctx)
+		f.finish(err)
+	}()
+	return f, true
+}
+
+// fillFor returns the fill in progress for d, or nil.
+func (c *Cache) fillFor(d v1.Hash) *fill {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fills[d]
+}
+
+// wait blocks until upstream answered (or ctx ends) and returns the fill as a Blob.
+func (f *fill) wait(ctx context.Context) (Blob, error) {
+	select {
+	case <-f.started:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if f.startErr != nil {
+		return nil, f.startErr
+	}
+	return f, nil
+}
+
+func (f *fill) run(ctx context.Context) error {
+	c := f.c
+	log := c.log.With("digest", f.digest.String(), "repo", f.repo.String())
+	body, size, err := c.up.GetBlob(ctx, f.repo.Registry, f.repo.Path, f.digest)
+	c.m.upstream("GET", kindBlob, err)
+	if err != nil {
+		return f.start(-1, "", upstreamError(err, kindBlob))
+	}
+	defer body.Close()
+	spool, err := os.CreateTemp(c.opts.spoolDir, "fill-*")
+	if err != nil {
+		return f.start(-1, "", fmt.Errorf("spooling blob %s: %w", f.digest, err))
+	}
+	defer spool.Close()
+	w, err := c.blobs.Create(ctx, f.digest)
+	if err != nil {
+		return f.start(-1, spool.Name(), fmt.Errorf("storing blob %s: %w", f.digest, err))
+	}
+	defer func() { _ = w.Cancel(context.WithoutCancel(ctx)) }()
+	_ = f.start(size, spool.Name(), nil)
+	log.Debug("blob fill started", "size", size)
+
+	h := sha256.New()
+	buf := make([]byte, 256<<10)
+	var written int64
+	for {
+		n, rerr := body.Read(buf)
+		if n > 0 {
+			if size >= 0 && written+int64(n) > size {
+				return fmt.Errorf("%w: upstream sent more than the announced %d bytes", ErrUnavailable, size)
+			}
+			h.Write(buf[:n])
+			if _, err := w.Write(buf[:n]); err != nil {
+				return fmt.Errorf("storing blob %s: %w", f.digest, err)
+			}
+			if _, err := spool.Write(buf[:n]); err != nil {
+				return fmt.Errorf("spooling blob %s: %w", f.digest, err)
+			}
+			written += int64(n)
+			c.m.fetched(n)
+			f.mu.Lock()
+			f.written = written
+			f.cond.Broadcast()
+			f.mu.Unlock()
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("%w: reading blob %s from upstream after %d bytes: %w", ErrUnavailable, f.digest, written, rerr)
+		}
+	}
+	if size >= 0 && written != size {
+		return fmt.Errorf("%w: upstream sent %d of %d bytes of %s", ErrUnavailable, written, size, f.digest)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
+		return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
+	}
+	if err := w.Commit(ctx); err != nil {
+		return fmt.Errorf("committing blob %s: %w", f.digest, err)
+	}
+	if err := c.meta.PutBlob(ctx, f.repo.String(), metadata.Blob{Digest: f.digest, Size: written}); err != nil {
+		// The object is committed and verified; the next request links it after a HEAD.
+		log.Warn("recording blob failed", "error", err.Error())
+	}
+	log.Info("blob cached", "size", written)
+	return nil
+}
+
+// start publishes upstream's answer to the waiting clients.
+func (f *fill) start(size int64, spool string, err error) error {
+	f.size, f.spool, f.startErr = size, spool, err
+	close(f.started)
+	return err
+}
+
+// finish wakes every reader with the result and retires the fill.
+func (f *fill) finish(err error) {
+	if err != nil && f.startErr == nil {
+		f.c.log.Warn("blob fill failed; nothing cached", "digest", f.digest.String(), "repo", f.repo.String(), "error", err.Error())
+	}
+	f.mu.Lock()
+	f.done, f.err = true, err
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	if f.spool != "" {
+		// Readers keep their open handles; new readers go to the store.
+		_ = os.Remove(f.spool)
+	}
+	f.c.mu.Lock()
+	delete(f.c.fills, f.digest)
+	f.c.mu.Unlock()
+}
+
+func (f *fill) Digest() v1.Hash { return f.digest }
+func (f *fill) Size() int64     { return f.size }
+
+// Open reads length bytes from offset (length < 0: to the end) as they arrive.
+func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case f.done && f.err != nil:
+		return nil, fmt.Errorf("%w: %w", errFillFailed, f.err)
+	case f.done:
+		return (&storedBlob{c: f.c, d: f.digest, size: f.size}).Open(ctx, offset, length)
+	}
+	file, err := os.Open(f.spool)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool of %s: %w", f.digest, err)
+	}
+	end := int64(-1)
+	if length >= 0 {
+		end = offset + length
+	}
+	r := &fillReader{f: f, file: file, ctx: ctx, pos: offset, end: end}
+	// A reader blocked in Wait must notice its client leaving.
+	r.stop = context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	return r, nil
+}
+
+// fillReader reads one client's window [pos, end) of a fill (end < 0: to the end).
+type fillReader struct {
+	f    *fill
+	file *os.File
+	ctx  context.Context
+	stop func() bool
+	pos  int64
+	end  int64
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	f := r.f
+	f.mu.Lock()
+	var limit int64
+	for {
+		if f.done && f.err != nil {
+			f.mu.Unlock()
+			return 0, fmt.Errorf("%w: %w", errFillFailed, f.err)
+		}
+		if err := r.ctx.Err(); err != nil {
+			f.mu.Unlock()
+			return 0, err
+		}
+		verified := f.done
+		limit = f.written
+		if r.end >= 0 {
+			limit = min(limit, r.end)
+		}
+		if !verified {
+			// Hold back the window's last byte (and the blob's) until the digest checks out.
+			limit = min(limit, f.written-1)
+			if r.end >= 0 {
+				limit = min(limit, r.end-1)
+			}
+		}
+		if r.pos < limit {
+			break
+		}
+		if verified {
+			f.mu.Unlock()
+			return 0, io.EOF
+		}
+		f.cond.Wait()
+	}
+	f.mu.Unlock()
+	n := int(min(int64(len(p)), limit-r.pos))
+	m, err := r.file.ReadAt(p[:n], r.pos)
+	r.pos += int64(m)
+	r.f.c.m.servedFromUpstream(m)
+	if err == io.EOF && m == n {
+		err = nil
+	}
+	return m, err
+}
+
+func (r *fillReader) Close() error {
+	r.stop()
+	return r.file.Close()
+}

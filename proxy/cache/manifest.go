@@ -1,0 +1,337 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
+	"github.com/hubcache/hubcache/proxy/metadata"
+)
+
+// errMiss means "not usable from the cache": absent, or healed away just now.
+var errMiss = errors.New("not cached")
+
+// Manifest returns the manifest for ref (a tag, or a "sha256:…" digest) in repo.
+func (c *Cache) Manifest(ctx context.Context, repo Repo, ref string) (Manifest, error) {
+	if err := c.checkRegistry(repo); err != nil {
+		return Manifest{}, err
+	}
+	if strings.Contains(ref, ":") {
+		d, err := v1.NewHash(ref)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("%w: invalid digest %q", ErrManifestUnknown, ref)
+		}
+		return c.manifestByDigest(ctx, repo, d)
+	}
+	return c.manifestByTag(ctx, repo, ref)
+}
+
+// manifestByDigest serves a digest from the cache without asking upstream; a miss is
+// fetched once, however many clients ask at the same time.
+func (c *Cache) manifestByDigest(ctx context.Context, repo Repo, d v1.Hash) (Manifest, error) {
+	m, err := c.loadManifest(ctx, repo, d)
+	if err == nil {
+		c.m.hit(kindManifest)
+		return m, nil
+	}
+	if !errors.Is(err, errMiss) {
+		return Manifest{}, err
+	}
+	c.m.miss(kindManifest)
+	return shared(ctx, c, "digest\x00"+repo.String()+"\x00"+d.String(), func(ctx context.Context) (Manifest, error) {
+		return c.fetchDigest(ctx, repo, d)
+	})
+}
+
+// manifestByTag answers from metadata while the tag is fresh; after the TTL it asks upstream
+// with a HEAD (free against Docker Hub's limit) and fetches only when the digest changed.
+// Any upstream failure with a cached tag serves the cached manifest (stale-if-error).
+func (c *Cache) manifestByTag(ctx context.Context, repo Repo, tag string) (Manifest, error) {
+	if m, fresh, err := c.cachedTag(ctx, repo, tag); err == nil && fresh {
+		c.m.hit(kindManifest)
+		return m, nil
+	}
+	ans, err := shared(ctx, c, "tag\x00"+repo.String()+"\x00"+tag, func(ctx context.Context) (tagAnswer, error) {
+		m, o, err := c.resolveTag(ctx, repo, tag)
+		return tagAnswer{m: m, outcome: o}, err
+	})
+	// Every caller counts the answer it got, whether it ran the upstream work or joined it.
+	switch ans.outcome {
+	case "stale":
+		c.m.stale()
+	case "miss":
+		c.m.miss(kindManifest)
+	case "hit":
+		c.m.hit(kindManifest)
+	}
+	if err != nil {
+		return Manifest{}, err
+	}
+	return ans.m, nil
+}
+
+// tagAnswer is a tag's manifest and how it was answered: "hit", "miss" or "stale".
+type tagAnswer struct {
+	m       Manifest
+	outcome string
+}
+
+// resolveTag runs once per tag at a time. It returns the manifest and how it was answered.
+func (c *Cache) resolveTag(ctx context.Context, repo Repo, tag string) (Manifest, string, error) {
+	cached, fresh, err := c.cachedTag(ctx, repo, tag)
+	switch {
+	case err == nil && fresh:
+		return cached, "hit", nil
+	case err == nil:
+		return c.revalidate(ctx, repo, tag, cached)
+	case !errors.Is(err, errMiss):
+		return Manifest{}, "", err
+	}
+
+	body, desc, err := c.up.GetManifest(ctx, repo.Registry, repo.Path, tag)
+	c.m.upstream("GET", kindManifest, err)
+	if err != nil {
+		return Manifest{}, "miss", upstreamError(err, kindManifest)
+	}
+	m, err := c.verifyManifest(body, desc.MediaType, desc.Digest)
+	if err != nil {
+		return Manifest{}, "miss", err
+	}
+	if err := c.storeManifest(ctx, repo, m); err != nil {
+		return Manifest{}, "miss", err
+	}
+	if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: m.Digest, CheckedAt: c.opts.now()}); err != nil {
+		c.log.Warn("recording tag failed", "repo", repo.String(), "tag", tag, "error", err.Error())
+	}
+	return m, "miss", nil
+}
+
+// revalidate asks upstream whether the tag still points at cached's digest.
+func (c *Cache) revalidate(ctx context.Context, repo Repo, tag string, cached Manifest) (Manifest, string, error) {
+	desc, err := c.up.HeadManifest(ctx, repo.Registry, repo.Path, tag)
+	c.m.upstream("HEAD", kindManifest, err)
+	if err != nil {
+		c.log.Warn("tag revalidation failed; serving the cached manifest",
+			"repo", repo.String(), "tag", tag, "digest", cached.Digest.String(), "error", err.Error())
+		return cached, "stale", nil
+	}
+	if desc.Digest == cached.Digest {
+		c.m.revalidated("unchanged")
+		if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: cached.Digest, CheckedAt: c.opts.now()}); err != nil {
+			c.log.Warn("recording tag check failed", "repo", repo.String(), "tag", tag, "error", err.Error())
+		}
+		return cached, "hit", nil
+	}
+	// The tag moved: fetch the new manifest by its digest, so a second move in between
+	// cannot make us store bytes under the wrong digest.
+	m, err := c.loadManifest(ctx, repo, desc.Digest)
+	if errors.Is(err, errMiss) {
+		m, err = c.fetchDigest(ctx, repo, desc.Digest)
+	}
+	if err != nil {
+		c.log.Warn("fetching the new manifest of a moved tag failed; serving the cached one",
+			"repo", repo.String(), "tag", tag, "new_digest", desc.Digest.String(), "error", err.Error())
+		return cached, "stale", nil
+	}
+	c.m.revalidated("changed")
+	if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: m.Digest, CheckedAt: c.opts.now()}); err != nil {
+		c.log.Warn("recording tag failed", "repo", repo.String(), "tag", tag, "error", err.Error())
+	}
+	return m, "miss", nil
+}
+
+// cachedTag returns the tag's cached manifest and whether it is within the TTL; errMiss
+// when the tag (or its manifest object) is not cached.
+func (c *Cache) cachedTag(ctx context.Context, repo Repo, tag string) (Manifest, bool, error) {
+	t, err := c.meta.GetTag(ctx, repo.String(), tag)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return Manifest{}, false, errMiss
+	}
+	if err != nil {
+		return Manifest{}, false, fmt.Errorf("reading tag %s:%s: %w", repo, tag, err)
+	}
+	m, err := c.loadManifest(ctx, repo, t.Digest)
+	if err != nil {
+		return Manifest{}, false, err
+	}
+	return m, c.opts.now().Sub(t.CheckedAt) < c.opts.tagTTL, nil
+}
+
+// fetchDigest makes the digest's manifest available under repo: linked from another
+// repository's copy when upstream confirms repo has it (a HEAD), fetched otherwise.
+func (c *Cache) fetchDigest(ctx context.Context, repo Repo, d v1.Hash) (Manifest, error) {
+	if m, err := c.loadManifest(ctx, repo, d); err == nil || !errors.Is(err, errMiss) {
+		return m, err
+	}
+	if _, err := c.blobs.Stat(ctx, d); err == nil {
+		desc, herr := c.up.HeadManifest(ctx, repo.Registry, repo.Path, d.String())
+		c.m.upstream("HEAD", kindManifest, herr)
+		if herr != nil {
+			return Manifest{}, upstreamError(herr, kindManifest)
+		}
+		body, err := c.readObject(ctx, d)
+		if err == nil {
+			m, verr := c.verifyManifest(body, desc.MediaType, d)
+			if verr == nil && desc.Digest == d {
+				if err := c.meta.PutManifest(ctx, repo.String(), metadata.Manifest{Digest: d, MediaType: m.MediaType, Size: int64(len(body))}); err != nil {
+					return Manifest{}, fmt.Errorf("linking manifest %s: %w", d, err)
+				}
+				return m, nil
+			}
+		}
+		// The object is unreadable or wrong: fall through and fetch it again.
+	}
+	body, desc, err := c.up.GetManifest(ctx, repo.Registry, repo.Path, d.String())
+	c.m.upstream("GET", kindManifest, err)
+	if err != nil {
+		return Manifest{}, upstreamError(err, kindManifest)
+	}
+	m, err := c.verifyManifest(body, desc.MediaType, d)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if err := c.storeManifest(ctx, repo, m); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+// verifyManifest checks size and digest of upstream bytes. want is the digest that was asked
+// for or announced by upstream (zero: none).
+func (c *Cache) verifyManifest(body []byte, mediaType string, want v1.Hash) (Manifest, error) {
+	if int64(len(body)) > c.opts.maxManifestSize {
+		return Manifest{}, fmt.Errorf("%w: %d bytes, cap %d", ErrTooLarge, len(body), c.opts.maxManifestSize)
+	}
+	sum := sha256.Sum256(body)
+	got := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum[:])}
+	if want != (v1.Hash{}) && got != want {
+		return Manifest{}, fmt.Errorf("%w: upstream manifest has digest %s, expected %s", ErrUnavailable, got, want)
+	}
+	if mediaType == "" {
+		mediaType = sniffMediaType(body)
+	}
+	return Manifest{Digest: got, MediaType: mediaType, Body: body}, nil
+}
+
+// sniffMediaType is the fallback when upstream sent no Content-Type.
+func sniffMediaType(body []byte) string {
+	var probe struct {
+		MediaType string          `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(body, &probe); err == nil {
+		if probe.MediaType != "" {
+			return probe.MediaType
+		}
+		if probe.Manifests != nil {
+			return "application/vnd.oci.image.index.v1+json"
+		}
+	}
+	return "application/vnd.oci.image.manifest.v1+json"
+}
+
+// storeManifest commits the verified bytes, then records them (object first, then rows).
+func (c *Cache) storeManifest(ctx context.Context, repo Repo, m Manifest) error {
+	if err := c.putObject(ctx, m.Digest, m.Body); err != nil {
+		return err
+	}
+	if err := c.meta.PutManifest(ctx, repo.String(), metadata.Manifest{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body))}); err != nil {
+		return fmt.Errorf("recording manifest %s: %w", m.Digest, err)
+	}
+	return nil
+}
+
+func (c *Cache) putObject(ctx context.Context, d v1.Hash, body []byte) error {
+	w, err := c.blobs.Create(ctx, d)
+	if err != nil {
+		return fmt.Errorf("storing %s: %w", d, err)
+	}
+	if _, err := w.Write(body); err != nil {
+		_ = w.Cancel(ctx)
+		return fmt.Errorf("storing %s: %w", d, err)
+	}
+	if err := w.Commit(ctx); err != nil {
+		_ = w.Cancel(ctx)
+		return fmt.Errorf("committing %s: %w", d, err)
+	}
+	return nil
+}
+
+// loadManifest returns a manifest linked to repo, re-verified (manifests are small). A row
+// whose object is missing or damaged is forgotten and reported as errMiss: the self-healing
+// path.
+func (c *Cache) loadManifest(ctx context.Context, repo Repo, d v1.Hash) (Manifest, error) {
+	row, err := c.meta.GetManifest(ctx, repo.String(), d)
+	if errors.Is(err, metadata.ErrNotFound) {
+		return Manifest{}, errMiss
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, err)
+	}
+	body, err := c.readObject(ctx, d)
+	if err == nil && int64(len(body)) == row.Size {
+		sum := sha256.Sum256(body)
+		if hex.EncodeToString(sum[:]) == d.Hex {
+			return Manifest{Digest: d, MediaType: row.MediaType, Body: body}, nil
+		}
+	}
+	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, err)
+	}
+	c.heal(ctx, d, "manifest")
+	return Manifest{}, errMiss
+}
+
+func (c *Cache) readObject(ctx context.Context, d v1.Hash) ([]byte, error) {
+	rc, err := c.blobs.Open(ctx, d, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := io.Copy(&buf, io.LimitReader(rc, c.opts.maxManifestSize+1)); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", d, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// heal forgets a digest whose object is missing or damaged, so that it is fetched again.
+func (c *Cache) heal(ctx context.Context, d v1.Hash, what string) {
+	c.m.healed(what)
+	c.log.Warn("cached object missing or damaged; forgetting it so it is fetched again",
+		"digest", d.String(), "kind", what)
+	if err := c.blobs.Delete(ctx, d); err != nil {
+		c.log.Warn("deleting damaged object failed", "digest", d.String(), "error", err.Error())
+	}
+	if err := c.meta.Forget(ctx, d); err != nil {
+		c.log.Warn("forgetting missing object failed", "digest", d.String(), "error", err.Error())
+	}
+}
+
+// shared runs fn once for concurrent callers with the same key. fn gets a context detached
+// from any one client (bounded by the fill timeout): a client leaving does not fail the
+// others. Each caller still stops waiting when its own context ends.
+func shared[T any](ctx context.Context, c *Cache, key string, fn func(context.Context) (T, error)) (T, error) {
+	ch := c.manifests.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.fillTimeout)
+		defer cancel()
+		return fn(fctx)
+	})
+	select {
+	case r := <-ch:
+		v, _ := r.Val.(T)
+		return v, r.Err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}

@@ -1,0 +1,249 @@
+// Package server assembles the whole proxy — blob store, metadata store, upstream client,
+// cache and the /v2/ handler — from a few options. The hubcache proxy command and the
+// integration tests both build the proxy through it, so they run the same wiring.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
+	"github.com/hubcache/hubcache/proxy/blobstore/file"
+	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/imageref"
+	"github.com/hubcache/hubcache/proxy/metadata"
+	"github.com/hubcache/hubcache/proxy/metadata/sqlite"
+	"github.com/hubcache/hubcache/proxy/registry"
+	"github.com/hubcache/hubcache/proxy/upstream"
+)
+
+// DefaultUpstreams is where registries are fetched from unless configured: Docker Hub only.
+func DefaultUpstreams() map[string]*url.URL {
+	return map[string]*url.URL{imageref.DockerHub: {Scheme: "https", Host: "registry-1.docker.io"}}
+}
+
+// Option configures a Server.
+type Option func(*options)
+
+type options struct {
+	tagTTL          time.Duration
+	fillTimeout     time.Duration
+	maxManifestSize int64
+	dockerConfigDir string
+	upstreamTimeout time.Duration
+	transport       http.RoundTripper
+	logger          *slog.Logger
+	registry        *prometheus.Registry
+	now             func() time.Time
+	blobs           blobstore.Store
+	meta            metadata.Store
+}
+
+// WithTagTTL sets how long tags are served without revalidation (default cache.DefaultTagTTL).
+func WithTagTTL(d time.Duration) Option { return func(o *options) { o.tagTTL = d } }
+
+// WithFillTimeout bounds one upstream blob fill (default cache.DefaultFillTimeout).
+func WithFillTimeout(d time.Duration) Option { return func(o *options) { o.fillTimeout = d } }
+
+// WithMaxManifestSize caps manifests accepted from upstream (default 4 MiB).
+func WithMaxManifestSize(n int64) Option { return func(o *options) { o.maxManifestSize = n } }
+
+// WithDockerConfigDir reads upstream credentials from DIR/config.json (default
+// $DOCKER_CONFIG or ~/.docker; anonymous when absent).
+func WithDockerConfigDir(dir string) Option { return func(o *options) { o.dockerConfigDir = dir } }
+
+// WithUpstreamTimeout bounds upstream manifest requests and the wait for blob headers.
+func WithUpstreamTimeout(d time.Duration) Option { return func(o *options) { o.upstreamTimeout = d } }
+
+// WithUpstreamTransport sets the HTTP transport to upstream (tests: fault injection).
+func WithUpstreamTransport(rt http.RoundTripper) Option { return func(o *options) { o.transport = rt } }
+
+// WithLogger sets the logger for requests, cache events and storage (default slog.Default()).
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// WithMetricsRegistry registers every metric there and serves it on OpsHandler's /metrics
+// (default: a new registry per Server).
+func WithMetricsRegistry(r *prometheus.Registry) Option { return func(o *options) { o.registry = r } }
+
+// WithClock replaces time.Now for tag freshness (tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithBlobStore uses s instead of the file store under the data directory. The Server does
+// not close it.
+func WithBlobStore(s blobstore.Store) Option { return func(o *options) { o.blobs = s } }
+
+// WithMetadataStore uses s instead of SQLite under the data directory. The Server does not
+// close it.
+func WithMetadataStore(s metadata.Store) Option { return func(o *options) { o.meta = s } }
+
+// Server is a running proxy: its handlers and what must be closed.
+type Server struct {
+	api      http.Handler
+	ops      http.Handler
+	cache    *cache.Cache
+	blobs    blobstore.Store
+	meta     metadata.Store
+	closers  []func() error
+	registry *prometheus.Registry
+}
+
+// New builds the proxy. dataDir holds blobs/ (file store), metadata.db (SQLite) and spool/
+// (blobs being filled); upstreams maps canonical registry names ("docker.io") to the base URL
+// they are fetched from, and only those registries are served.
+func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opts ...Option) (*Server, error) {
+	o := options{
+		tagTTL:          cache.DefaultTagTTL,
+		fillTimeout:     cache.DefaultFillTimeout,
+		maxManifestSize: cache.DefaultMaxManifestSize,
+		logger:          slog.Default(),
+		now:             time.Now,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.registry == nil {
+		o.registry = prometheus.NewRegistry()
+	}
+	if len(upstreams) == 0 {
+		return nil, errors.New("no upstream registry configured")
+	}
+	if dataDir == "" {
+		return nil, errors.New("no data directory")
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	s := &Server{registry: o.registry}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = s.Close()
+		}
+	}()
+
+	s.blobs = o.blobs
+	if s.blobs == nil {
+		fs, err := file.New(filepath.Join(dataDir, "blobs"), file.WithLogger(o.logger))
+		if err != nil {
+			return nil, fmt.Errorf("blob store: %w", err)
+		}
+		s.blobs = fs
+	}
+	s.meta = o.meta
+	if s.meta == nil {
+		db, err := sqlite.New(ctx, filepath.Join(dataDir, "metadata.db"), sqlite.WithLogger(o.logger))
+		if err != nil {
+			return nil, fmt.Errorf("metadata store: %w", err)
+		}
+		s.meta = db
+		s.closers = append(s.closers, db.Close)
+	}
+
+	canonical := map[string]*url.URL{}
+	for name, u := range upstreams {
+		canonical[imageref.CanonicalRegistry(name)] = u
+	}
+	names := make([]string, 0, len(canonical))
+	for name := range canonical {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+
+	upResponses := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hubcache_upstream_responses_total",
+		Help: "HTTP responses from upstream registries for manifest and blob requests, by method, registry and status (0: no response).",
+	}, []string{"method", "registry", "status"})
+	if err := o.registry.Register(upResponses); err != nil {
+		return nil, err
+	}
+	upOpts := []upstream.Option{
+		upstream.WithDockerConfigDir(o.dockerConfigDir),
+		upstream.WithMaxManifestSize(o.maxManifestSize),
+		upstream.WithLogger(o.logger),
+		upstream.WithObserver(func(method, registry string, status int) {
+			upResponses.WithLabelValues(method, registry, strconv.Itoa(status)).Inc()
+		}),
+	}
+	if o.upstreamTimeout > 0 {
+		upOpts = append(upOpts, upstream.WithTimeout(o.upstreamTimeout))
+	}
+	if o.transport != nil {
+		upOpts = append(upOpts, upstream.WithTransport(o.transport))
+	}
+	up, err := upstream.New(canonical, upOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream client: %w", err)
+	}
+
+	c, err := cache.New(s.blobs, s.meta, up,
+		cache.WithTagTTL(o.tagTTL),
+		cache.WithFillTimeout(o.fillTimeout),
+		cache.WithMaxManifestSize(o.maxManifestSize),
+		cache.WithSpoolDir(filepath.Join(dataDir, "spool")),
+		cache.WithClock(o.now),
+		cache.WithLogger(o.logger),
+		cache.WithRegisterer(o.registry),
+		cache.WithRegistries(names...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	s.cache = c
+	// The cache goes first on Close: its fills write to the stores.
+	s.closers = append([]func() error{c.Close}, s.closers...)
+
+	api, err := registry.New(c, registry.WithLogger(o.logger), registry.WithRegisterer(o.registry))
+	if err != nil {
+		return nil, fmt.Errorf("registry handler: %w", err)
+	}
+	s.api = api
+	s.ops = newOpsHandler(o.registry, s.Ready)
+	ok = true
+	return s, nil
+}
+
+// Handler serves the registry API (/v2/…).
+func (s *Server) Handler() http.Handler { return s.api }
+
+// OpsHandler serves /metrics, /healthz (the process runs) and /readyz (the stores answer).
+func (s *Server) OpsHandler() http.Handler { return s.ops }
+
+// Registry is where the Server's metrics are registered.
+func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// Ready checks that the blob store and the metadata store answer.
+func (s *Server) Ready(ctx context.Context) error {
+	var errs []error
+	// A digest that cannot exist: the store must answer "not found" quickly.
+	probe, _ := blobProbe()
+	if _, err := s.blobs.Stat(ctx, probe); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		errs = append(errs, fmt.Errorf("blob store: %w", err))
+	}
+	if err := s.meta.Ping(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("metadata store: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Close stops fills in progress and closes the stores the Server opened.
+func (s *Server) Close() error {
+	var errs []error
+	for _, c := range s.closers {
+		if err := c(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
