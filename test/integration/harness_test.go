@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,6 +19,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/test/fakehub"
 	"github.com/hubcache/hubcache/test/testenv"
 )
@@ -72,6 +75,59 @@ func startProxy(t *testing.T, hubURL string, opts ...proxyOption) *proxyServer {
 	p.URL = srv.URL
 	p.Host = strings.TrimPrefix(srv.URL, "http://")
 	return p
+}
+
+// newProxyHandler builds the proxy in-process, as `hubcache proxy` does, with a data
+// directory of its own and docker.io fetched from the hub. Its logs are shown when the test
+// fails.
+func newProxyHandler(t *testing.T, hubURL string, cfg proxyConfig) http.Handler {
+	t.Helper()
+	u, err := url.Parse(hubURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	srv, err := server.New(context.Background(), t.TempDir(), map[string]*url.URL{"docker.io": u},
+		server.WithTagTTL(cfg.tagTTL),
+		server.WithMaxManifestSize(cfg.maxManifestSize),
+		server.WithDockerConfigDir(t.TempDir()), // anonymous, whatever the machine has
+		server.WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+	)
+	if err != nil {
+		t.Fatalf("building the proxy: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("closing the proxy: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", logs.Tail(80))
+		}
+	})
+	return srv.Handler()
+}
+
+// syncBuffer collects log lines from any goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// Tail returns the last n lines.
+func (b *syncBuffer) Tail(n int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	lines := strings.Split(strings.TrimRight(b.buf.String(), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func (p *proxyServer) record(r *http.Request) {
