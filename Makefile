@@ -48,9 +48,10 @@ fuzz: ## Fuzz reference normalisation briefly (FUZZTIME=20s)
 	$(GO) test ./webhook/rewrite -run '^$$' -fuzz '^FuzzImage$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: tools services ## Benchmarks with ratios against a baseline measured in the same run
+bench: tools services ## Benchmarks: hubcache vs the hub itself and vs distribution's proxy (ratios)
+	hack/tools.sh distribution
 	eval "$$(hack/tools.sh env)"; \
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./test/bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./test/bench/...
 
 .PHONY: vet
 vet: ## go vet every package

@@ -12,6 +12,7 @@ CONFORMANCE_VERSION="${CONFORMANCE_VERSION:-v0.0.0-20260831232431-97274622c111}"
 # every machine tests against the same server).
 MINIO_VERSION="${MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 VERSITYGW_VERSION="${VERSITYGW_VERSION:-v1.8.0}"
+DISTRIBUTION_VERSION="${DISTRIBUTION_VERSION:-v3.1.2}"
 TOOLS_DIR="${TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hubcache-tools}"
 
 log() { echo "tools: $*" >&2; }
@@ -111,11 +112,21 @@ conformance() {
 }
 
 # env prints the variables the tests read to find the tools.
+# distribution is the peer registry the benchmarks compare against (proxy mode).
+distribution() {
+  local out="$TOOLS_DIR/distribution-$DISTRIBUTION_VERSION"
+  [ -x "$out/registry" ] && return 0
+  log "installing distribution registry $DISTRIBUTION_VERSION (benchmark peer)"
+  GOBIN="$out" go install "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION" \
+    || die "installing distribution failed"
+}
+
 print_env() {
   echo "export KUBEBUILDER_ASSETS=$TOOLS_DIR/envtest-v$KUBE_VERSION"
   echo "export HUBCACHE_CRANE=$TOOLS_DIR/crane-$CRANE_VERSION/crane"
   echo "export HUBCACHE_CONFORMANCE=$TOOLS_DIR/oci-conformance-$CONFORMANCE_VERSION/conformance.test"
   echo "export HUBCACHE_MINIO=$TOOLS_DIR/minio-$MINIO_VERSION/minio"
+  echo "export HUBCACHE_DISTRIBUTION=$TOOLS_DIR/distribution-$DISTRIBUTION_VERSION/registry"
   echo "export HUBCACHE_VERSITYGW=$TOOLS_DIR/versitygw-$VERSITYGW_VERSION/versitygw"
 }
 
@@ -142,6 +153,7 @@ case "${1:-all}" in
   conformance) conformance ;;
   minio) minio ;;
   versitygw) versitygw ;;
+  distribution) distribution ;;
   env) print_env ;;
   all) apt_pkgs; envtest; crane; conformance; minio; versitygw ;;
   *) die "unknown tool $1" ;;
