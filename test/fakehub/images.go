@@ -51,7 +51,9 @@ func (h *Hub) PushIndex(t testing.TB, repo, tag string, idx v1.ImageIndex) v1.Ha
 func (h *Hub) Ref(repo, tag string) string { return h.Host() + "/" + repo + ":" + tag }
 
 // DigestRef is the reference of repo@digest on this hub.
-func (h *Hub) DigestRef(repo string, d v1.Hash) string { return h.Host() + "/" + repo + "@" + d.String() }
+func (h *Hub) DigestRef(repo string, d v1.Hash) string {
+	return h.Host() + "/" + repo + "@" + d.String()
+}
 
 func (h *Hub) ref(t testing.TB, repo, tag string, d v1.Hash) name.Reference {
 	t.Helper()
