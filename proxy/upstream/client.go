@@ -7,6 +7,7 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -261,7 +262,12 @@ func (c *Client) send(ctx context.Context, r *upstreamRegistry, repo name.Reposi
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		c.opts.observer(method, r.name, 0)
-		return nil, fmt.Errorf("%s %s: %w", method, u.Path, classify(err))
+		err = classify(err)
+		if errors.Is(err, ErrUnauthorized) {
+			// The token refresh was refused: start from scratch next time.
+			c.transports.remove(r.name + "\x00" + repo.RepositoryStr())
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, u.Path, err)
 	}
 	c.opts.observer(method, r.name, resp.StatusCode)
 	c.recordRateLimit(r.name, resp.Header)

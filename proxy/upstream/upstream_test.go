@@ -437,3 +437,40 @@ func TestTheObserverSeesEveryRequest(t *testing.T) {
 		t.Fatalf("observed %v, want %v", calls, want)
 	}
 }
+
+func TestConcurrentRequestsShareTheClient(t *testing.T) {
+	hub, c, img := setup(t, nil)
+	d := layerDigest(t, img)
+	want := hub.Blob(t, "library/nginx", d)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := c.GetManifest(ctx, reg, "library/nginx", "latest"); err != nil {
+				errs <- err
+				return
+			}
+			rc, _, err := c.GetBlob(ctx, reg, "library/nginx", d)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer rc.Close()
+			got, err := io.ReadAll(rc)
+			if err == nil && !bytes.Equal(got, want) {
+				err = errors.New("wrong blob bytes")
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
