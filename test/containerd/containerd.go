@@ -109,8 +109,8 @@ func Start(t testing.TB) *Daemon {
 	cmd := exec.Command(bin, "--config", d.Config)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	// Its own process group, so a Ctrl-C of `go test` reaches us first and cleanup runs.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// If the test binary dies without running its cleanups, the daemon dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		t.Fatalf("starting containerd: %v", err)

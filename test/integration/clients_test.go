@@ -187,3 +187,22 @@ func TestContainerdPullsThroughTheProxyByCRI(t *testing.T) {
 		})
 	}
 }
+
+// Once a tag's TTL has passed, the next pull revalidates it with a HEAD, which Docker Hub
+// does not count against the pull limit, and fetches nothing when the tag has not moved.
+func TestAnExpiredTagIsRevalidatedWithAHeadOnly(t *testing.T) {
+	bin := crane(t)
+	e := newEnv(t, withTagTTL(0))
+	fx := pushFixture(t, e.hub, "library/ttl", "1.0", imageKinds[3])
+	ref := e.proxy.Ref(fx.repo, fx.tag)
+	mustRun(t, bin, "pull", "--format=oci", ref, t.TempDir())
+
+	e.hub.Reset()
+	dir := t.TempDir()
+	mustRun(t, bin, "pull", "--format=oci", ref, dir)
+	checkOCILayout(t, dir, fx)
+	requireNoUpstreamGET(t, e.hub)
+	if n := e.hub.Counts().ManifestHEAD[fx.repo+":"+fx.tag]; n == 0 {
+		t.Errorf("the expired tag was not revalidated upstream (manifest HEADs %v)", e.hub.Counts().ManifestHEAD)
+	}
+}
