@@ -1,0 +1,75 @@
+package imageref
+
+import (
+	"errors"
+	"testing"
+)
+
+const dig = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestMap(t *testing.T) {
+	tests := []struct {
+		name, ref, target, want string
+	}{
+		{"a bare name gets library and latest", "nginx", "127.0.0.1:5000", "127.0.0.1:5000/docker.io/library/nginx:latest"},
+		{"a digest gets no tag", "bitnami/redis@" + dig, "127.0.0.1:5000", "127.0.0.1:5000/docker.io/bitnami/redis@" + dig},
+		{"tag and digest are both kept", "nginx:1.27@" + dig, "c.example", "c.example/docker.io/library/nginx:1.27@" + dig},
+		{"another registry keeps its host", "quay.io/a/b:1", "127.0.0.1:5000", "127.0.0.1:5000/quay.io/a/b:1"},
+		{"registry-1.docker.io is docker.io", "registry-1.docker.io/nginx:1", "t:1", "t:1/docker.io/library/nginx:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ref, err := Parse(tt.ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := Map(tt.target, ref); got != tt.want {
+				t.Errorf("Map = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRejectsWhatDistributionRejects(t *testing.T) {
+	for _, s := range []string{"", "a//b", "-a", "a:.x", "Nginx", "a_b.com/x", "nginx@sha256:1"} {
+		if _, err := Parse(s); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%q) error = %v, want ErrInvalid", s, err)
+		}
+	}
+}
+
+func TestSplit(t *testing.T) {
+	tests := []struct {
+		name, path, registry, repository string
+		ok                               bool
+	}{
+		{"a Docker Hub official image", "docker.io/library/nginx", "docker.io", "library/nginx", true},
+		{"a Docker Hub user image", "docker.io/bitnami/redis", "docker.io", "bitnami/redis", true},
+		{"an alias is made canonical", "index.docker.io/library/nginx", "docker.io", "library/nginx", true},
+		{"another registry", "quay.io/prometheus/prometheus", "quay.io", "prometheus/prometheus", true},
+		{"a registry with a port", "myreg:5000/a/b", "myreg:5000", "a/b", true},
+		{"a Docker Hub path without library is incomplete", "docker.io/nginx", "", "", false},
+		{"a path without registry", "library/nginx", "", "", false},
+		{"a path with a tag", "docker.io/library/nginx:1", "", "", false},
+		{"an uppercase repository", "docker.io/library/Nginx", "", "", false},
+		{"an empty component", "docker.io/library//nginx", "", "", false},
+		{"an empty path", "", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reg, repo, err := Split(tt.path)
+			if tt.ok != (err == nil) {
+				t.Fatalf("Split(%q) error = %v, want ok=%v", tt.path, err, tt.ok)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("error %v is not ErrInvalid", err)
+				}
+				return
+			}
+			if reg != tt.registry || repo != tt.repository {
+				t.Errorf("Split(%q) = %q, %q, want %q, %q", tt.path, reg, repo, tt.registry, tt.repository)
+			}
+		})
+	}
+}

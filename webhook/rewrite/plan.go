@@ -1,0 +1,177 @@
+package rewrite
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/hubcache/hubcache/proxy/imageref"
+)
+
+// Policy is what the operator configures about rewriting.
+type Policy struct {
+	// Target is the cache's host[:port]; DefaultTarget when empty.
+	Target string
+	// Exclude holds glob patterns (path.Match syntax) matched against the reference as
+	// written, its normalised form ("docker.io/library/busybox:latest") and its normalised
+	// name without tag or digest ("docker.io/library/busybox"), e.g. "docker.io/library/busybox*".
+	Exclude []string
+}
+
+// target returns the configured target or the default.
+func (p Policy) target() string {
+	if p.Target == "" {
+		return DefaultTarget
+	}
+	return p.Target
+}
+
+// Validate reports a target that is not a registry host[:port], a target that is Docker Hub
+// itself (rewritten references would point back at the upstream), and malformed patterns.
+func (p Policy) Validate() error {
+	t := p.target()
+	if !imageref.ValidHost(t) {
+		return fmt.Errorf("target %q: must be a registry host[:port] such as %s", t, DefaultTarget)
+	}
+	// Parsers read the first component of a reference as a host only when it has a '.' or a
+	// ':' or is "localhost"; any other target would turn into a Docker Hub path.
+	if !strings.ContainsAny(t, ".:") && t != "localhost" {
+		return fmt.Errorf("target %q: must contain a '.' or a ':' port, or be localhost, to be read as a registry host", t)
+	}
+	if imageref.IsDockerHub(strings.ToLower(t)) {
+		return fmt.Errorf("target %q: must not be Docker Hub itself", t)
+	}
+	var errs []error
+	for _, pat := range p.Exclude {
+		if _, err := path.Match(pat, ""); err != nil {
+			errs = append(errs, fmt.Errorf("exclude pattern %q: %w", pat, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Image decides what happens to one image reference. Container and ContainerType are left
+// empty for the caller to fill in.
+func Image(ref string, p Policy) Decision {
+	d := Decision{Original: ref}
+	target := p.target()
+	parsed, err := imageref.Parse(ref)
+	if err != nil {
+		d.Reason, d.Detail = ReasonInvalid, err.Error()
+		return d
+	}
+	host := parsed.Context().RegistryStr()
+	if strings.EqualFold(host, target) {
+		d.Reason, d.Detail = ReasonAlreadyRewritten, "already served by "+target
+		return d
+	}
+	parts := imageref.Parts(parsed)
+	if !imageref.IsDockerHub(parts.Registry) {
+		d.Reason, d.Detail = ReasonOtherRegistry, "registry "+host+" is not Docker Hub"
+		return d
+	}
+	if pat, ok := excluded(p.Exclude, ref, parts); ok {
+		d.Reason, d.Detail = ReasonExcluded, fmt.Sprintf("matches exclude pattern %q", pat)
+		return d
+	}
+	if n := len(target) + 1 + len(parts.Name()); n > imageref.MaxNameLength {
+		d.Reason = ReasonTooLong
+		d.Detail = fmt.Sprintf("rewritten name would be %d characters, more than %d", n, imageref.MaxNameLength)
+		return d
+	}
+	d.Rewritten = imageref.Map(target, parsed)
+	d.Reason = ReasonRewritten
+	return d
+}
+
+// excluded returns the first pattern matching the reference as written, its normalised form
+// or its normalised name.
+func excluded(patterns []string, ref string, parts imageref.Ref) (string, bool) {
+	forms := []string{ref, parts.Normalized().String(), parts.Name()}
+	for _, pat := range patterns {
+		for _, f := range forms {
+			// A malformed pattern matches nothing; Validate reports it.
+			if ok, _ := path.Match(pat, f); ok {
+				return pat, true
+			}
+		}
+	}
+	return "", false
+}
+
+// Plan decides for every container of a pod spec: containers, then initContainers, then
+// ephemeralContainers, each in spec order. A pod annotated hubcache.io/skip: "true" keeps
+// every image, each decision saying so.
+func Plan(annotations map[string]string, spec *corev1.PodSpec, p Policy) []Decision {
+	if spec == nil {
+		return nil
+	}
+	skip := annotations[AnnotationSkip] == "true"
+	var ds []Decision
+	add := func(name, image string, t ContainerType) {
+		var d Decision
+		if skip {
+			d = Decision{Original: image, Reason: ReasonPodSkipped,
+				Detail: fmt.Sprintf("pod annotation %s is \"true\"", AnnotationSkip)}
+		} else {
+			d = Image(image, p)
+		}
+		d.Container, d.ContainerType = name, t
+		ds = append(ds, d)
+	}
+	for _, c := range spec.Containers {
+		add(c.Name, c.Image, Container)
+	}
+	for _, c := range spec.InitContainers {
+		add(c.Name, c.Image, InitContainer)
+	}
+	for _, c := range spec.EphemeralContainers {
+		add(c.Name, c.Image, EphemeralContainer)
+	}
+	return ds
+}
+
+// Apply sets the rewritten images of ds in spec and reports whether anything changed. A
+// decision whose container is gone or whose image no longer matches its Original is ignored,
+// so a stale plan never overwrites an image it did not decide about.
+func Apply(spec *corev1.PodSpec, ds []Decision) bool {
+	if spec == nil {
+		return false
+	}
+	changed := false
+	set := func(name string, t ContainerType, image *string) {
+		for _, d := range ds {
+			if d.Changed() && d.Container == name && d.ContainerType == t && d.Original == *image {
+				*image = d.Rewritten
+				changed = true
+				return
+			}
+		}
+	}
+	for i := range spec.Containers {
+		set(spec.Containers[i].Name, Container, &spec.Containers[i].Image)
+	}
+	for i := range spec.InitContainers {
+		set(spec.InitContainers[i].Name, InitContainer, &spec.InitContainers[i].Image)
+	}
+	for i := range spec.EphemeralContainers {
+		set(spec.EphemeralContainers[i].Name, EphemeralContainer, &spec.EphemeralContainers[i].Image)
+	}
+	return changed
+}
+
+// OriginalImages maps container name to original image for the decisions that rewrite, the
+// content of the hubcache.io/original-images annotation. Container names are unique across a
+// pod's container lists, so one map holds all of them.
+func OriginalImages(ds []Decision) map[string]string {
+	m := map[string]string{}
+	for _, d := range ds {
+		if d.Changed() {
+			m[d.Container] = d.Original
+		}
+	}
+	return m
+}
