@@ -191,9 +191,10 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m metadata.Manifes
 		return fmt.Errorf("put manifest %s@%s: %w", repo, m.Digest, err)
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (digest, media_type, size) VALUES (?, ?, ?)
-			ON CONFLICT (digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size`,
-			m.Digest.String(), m.MediaType, m.Size); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO manifests (digest, media_type, size, last_access) VALUES (?, ?, ?, ?)
+			ON CONFLICT (digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size,
+				last_access = max(last_access, excluded.last_access)`,
+			m.Digest.String(), m.MediaType, m.Size, time.Now().UnixMicro()); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO manifest_links (repository, digest) VALUES (?, ?)
@@ -224,8 +225,9 @@ func (s *Store) PutBlob(ctx context.Context, repo string, b metadata.Blob) error
 		return fmt.Errorf("put blob %s@%s: %w", repo, b.Digest, err)
 	}
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size) VALUES (?, ?)
-			ON CONFLICT (digest) DO UPDATE SET size = excluded.size`, b.Digest.String(), b.Size); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO blobs (digest, size, last_access) VALUES (?, ?, ?)
+			ON CONFLICT (digest) DO UPDATE SET size = excluded.size, last_access = max(last_access, excluded.last_access)`,
+			b.Digest.String(), b.Size, time.Now().UnixMicro()); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO blob_links (repository, digest) VALUES (?, ?)
@@ -240,20 +242,22 @@ func (s *Store) PutBlob(ctx context.Context, repo string, b metadata.Blob) error
 
 // Forget removes every record of d. Links go with their object (ON DELETE CASCADE).
 func (s *Store) Forget(ctx context.Context, d v1.Hash) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		for _, q := range []string{
-			`DELETE FROM tags WHERE digest = ?`,
-			`DELETE FROM manifests WHERE digest = ?`,
-			`DELETE FROM blobs WHERE digest = ?`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, d.String()); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.inTx(ctx, func(tx *sql.Tx) error { return forget(ctx, tx, d) })
 	if err != nil {
 		return fmt.Errorf("forget %s: %w", d, err)
+	}
+	return nil
+}
+
+func forget(ctx context.Context, tx *sql.Tx, d v1.Hash) error {
+	for _, q := range []string{
+		`DELETE FROM tags WHERE digest = ?`,
+		`DELETE FROM manifests WHERE digest = ?`,
+		`DELETE FROM blobs WHERE digest = ?`,
+	} {
+		if _, err := tx.ExecContext(ctx, q, d.String()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

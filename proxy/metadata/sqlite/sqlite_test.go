@@ -106,3 +106,9 @@ func TestAClosedStoreFailsCleanly(t *testing.T) {
 		t.Errorf("GetTag on a closed store: error = %v, want a non-NotFound error", err)
 	}
 }
+
+func TestEvictorConformance(t *testing.T) {
+	metadatatest.RunEvictor(t, func(t *testing.T) metadatatest.EvictingStore {
+		return newStore(t, filepath.Join(t.TempDir(), "meta.db"))
+	})
+}
