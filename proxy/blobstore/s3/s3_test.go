@@ -86,12 +86,16 @@ func TestMultipartVisibility(t *testing.T) {
 					t.Fatal(err)
 				}
 				assertMissing(t, st, d)
-				assertNoObjects(t, srv, "visibility/")
+				assertNoObjects(t, srv, "visibility/blobs/")
+				if got := uploads(t, srv, blobKey("visibility", d)); len(got) != 1 {
+					t.Errorf("multipart uploads of %s while writing: %d, want 1", d, len(got))
+				}
 				if err := w.Commit(ctx); err != nil {
 					t.Fatalf("Commit: %v", err)
 				}
 				assertContent(t, st, d, b)
-				assertNoUploads(t, srv, "visibility/")
+				assertNoUploads(t, srv, blobKey("visibility", d))
+				assertNoObjects(t, srv, "visibility/uploads/")
 				if err := st.Delete(ctx, d); err != nil {
 					t.Fatal(err)
 				}
@@ -109,7 +113,7 @@ func TestMultipartVisibility(t *testing.T) {
 				}
 				assertMissing(t, st, d)
 				assertNoObjects(t, srv, "visibility/")
-				assertNoUploads(t, srv, "visibility/")
+				assertNoUploads(t, srv, blobKey("visibility", d))
 			})
 		})
 	}
@@ -136,7 +140,10 @@ func TestCleanupAbandoned(t *testing.T) {
 			if _, err := w.Write(b); err != nil {
 				t.Fatal(err)
 			}
-			waitForUploads(t, srv, "cleanup/", 1)
+			key := blobKey("cleanup", d)
+			if got := uploads(t, srv, key); len(got) != 1 {
+				t.Fatalf("multipart uploads of %s after a part was written: %d, want 1", key, len(got))
+			}
 			// Another store sharing the bucket under another prefix is not touched.
 			other := newStore(t, srv, "elsewhere", s3.WithClock(func() time.Time { return time.Now().Add(48 * time.Hour) }))
 			if n, err := other.CleanupAbandoned(ctx, time.Hour); err != nil || n != 0 {
@@ -150,7 +157,8 @@ func TestCleanupAbandoned(t *testing.T) {
 			if n, err := later.CleanupAbandoned(ctx, time.Hour); err != nil || n != 1 {
 				t.Errorf("CleanupAbandoned two hours later = %d, %v; want 1", n, err)
 			}
-			assertNoUploads(t, srv, "cleanup/")
+			assertNoUploads(t, srv, key)
+			assertNoObjects(t, srv, "cleanup/")
 			if err := w.Commit(ctx); err == nil {
 				t.Errorf("Commit of an aborted upload succeeded")
 			}
@@ -348,19 +356,9 @@ func assertNoUploads(t *testing.T, srv *s3server.Server, prefix string) {
 	}
 }
 
-// waitForUploads waits until the background part upload has at least created the upload.
-func waitForUploads(t *testing.T, srv *s3server.Server, prefix string, n int) {
-	t.Helper()
-	for {
-		if len(uploads(t, srv, prefix)) >= n {
-			return
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("no multipart upload under %s", prefix)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+// blobKey is the object key of d in a store under prefix (the layout is a documented contract).
+func blobKey(prefix string, d v1.Hash) string {
+	return prefix + "/blobs/sha256/" + d.Hex[:2] + "/" + d.Hex
 }
 
 func liveHeap() uint64 {

@@ -1,16 +1,19 @@
 // Package s3 keeps blobs in an S3 bucket (AWS, MinIO, versitygw, …), content-addressed:
 //
-//	PREFIX/blobs/sha256/ab/abcdef…   one object per digest
+//	PREFIX/blobs/sha256/ab/abcdef…          one object per digest
+//	PREFIX/uploads/abcdef…/<random>         empty marker: a writer's multipart upload is open
 //
 // Writes stream as a multipart upload whose parts are sent while the next one fills, so a blob
 // is never held in memory whole; the object appears only when the upload is completed (Commit),
-// which S3 makes atomic. An upload left behind by a process that died is invisible and is
-// removed by CleanupAbandoned.
+// which S3 makes atomic. An upload left behind by a process that died is invisible; its marker
+// lets CleanupAbandoned find and abort it.
 package s3
 
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -261,40 +264,92 @@ func (s *Store) PresignGet(ctx context.Context, d v1.Hash, ttl time.Duration) (s
 	return req.URL, nil
 }
 
+// markerKey names a fresh upload marker for the object with hex digest h.
+func (s *Store) markerKey(h string) string {
+	var token [8]byte
+	_, _ = rand.Read(token[:]) // crypto/rand.Read never fails
+	return s.prefix + "uploads/" + h + "/" + hex.EncodeToString(token[:])
+}
+
 // CleanupAbandoned aborts the multipart uploads under the prefix that started more than
 // olderThan ago: those of writers whose process died mid-fill. olderThan must exceed the
 // longest legitimate fill, since an aborted upload fails its writer's Commit. It returns how
 // many uploads it aborted; several replicas may run it at once.
+//
+// Uploads are found two ways: through the markers every writer puts under PREFIX/uploads/
+// before it starts an upload (MinIO lists uploads only for an exact key), and by listing
+// uploads under PREFIX/blobs/ (AWS and versitygw), which also catches uploads without a marker.
 func (s *Store) CleanupAbandoned(ctx context.Context, olderThan time.Duration) (int, error) {
 	cutoff := s.now().Add(-olderThan)
-	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix + "blobs/")}
-	aborted := 0
+	aborted := map[string]bool{} // upload IDs
+	markers := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(s.prefix + "uploads/")}
+	for {
+		out, err := s.client.ListObjectsV2(ctx, markers)
+		if err != nil {
+			return len(aborted), fmt.Errorf("s3 blob store: list upload markers: %w", err)
+		}
+		for _, m := range out.Contents {
+			if m.LastModified == nil || !m.LastModified.Before(cutoff) {
+				continue
+			}
+			marker := aws.ToString(m.Key)
+			h, _, _ := strings.Cut(strings.TrimPrefix(marker, s.prefix+"uploads/"), "/")
+			key, err := s.key(v1.Hash{Algorithm: "sha256", Hex: h})
+			if err != nil {
+				s.logger.WarnContext(ctx, "ignoring a malformed upload marker", "key", marker)
+				continue
+			}
+			// Uploads of the same key by live writers are younger than the cutoff and stay.
+			if err := s.abortUploads(ctx, key, cutoff, aborted); err != nil {
+				return len(aborted), err
+			}
+			_, err = s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(marker)})
+			if err != nil && !isNotFound(err) {
+				return len(aborted), fmt.Errorf("s3 blob store: delete upload marker %s: %w", marker, err)
+			}
+		}
+		if !aws.ToBool(out.IsTruncated) || aws.ToString(out.NextContinuationToken) == "" {
+			break
+		}
+		markers.ContinuationToken = out.NextContinuationToken
+	}
+	if err := s.abortUploads(ctx, s.prefix+"blobs/", cutoff, aborted); err != nil {
+		return len(aborted), err
+	}
+	return len(aborted), nil
+}
+
+// abortUploads aborts the uploads whose key starts with prefix and that started before
+// cutoff, recording their IDs in aborted.
+func (s *Store) abortUploads(ctx context.Context, prefix string, cutoff time.Time, aborted map[string]bool) error {
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)}
 	for {
 		out, err := s.client.ListMultipartUploads(ctx, in)
 		if err != nil {
-			return aborted, fmt.Errorf("s3 blob store: list multipart uploads: %w", err)
+			return fmt.Errorf("s3 blob store: list multipart uploads under %s: %w", prefix, err)
 		}
 		for _, u := range out.Uploads {
-			if u.Initiated == nil || !u.Initiated.Before(cutoff) {
+			id := aws.ToString(u.UploadId)
+			if aborted[id] || u.Initiated == nil || !u.Initiated.Before(cutoff) {
 				continue
 			}
 			_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 				Bucket: aws.String(s.bucket), Key: u.Key, UploadId: u.UploadId,
 			})
 			if err != nil && !isNoSuchUpload(err) {
-				return aborted, fmt.Errorf("s3 blob store: abort upload of %s: %w", aws.ToString(u.Key), err)
+				return fmt.Errorf("s3 blob store: abort upload of %s: %w", aws.ToString(u.Key), err)
 			}
 			if err == nil {
-				aborted++
+				aborted[id] = true
 				s.logger.InfoContext(ctx, "aborted an abandoned multipart upload",
 					"key", aws.ToString(u.Key), "initiated", u.Initiated.UTC())
 			}
 		}
 		if !aws.ToBool(out.IsTruncated) {
-			return aborted, nil
+			return nil
 		}
 		if aws.ToString(out.NextKeyMarker) == "" && aws.ToString(out.NextUploadIdMarker) == "" {
-			return aborted, errors.New("s3 blob store: list multipart uploads: truncated listing without a marker")
+			return errors.New("s3 blob store: list multipart uploads: truncated listing without a marker")
 		}
 		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
 	}

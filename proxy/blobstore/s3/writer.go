@@ -36,20 +36,22 @@ const (
 // part in the background while the next one fills, so at most two parts are in memory. An
 // object that never fills one part is sent with a single PutObject at Commit.
 type writer struct {
-	s    *Store
-	key  string
-	ctx  context.Context // the Create context: part uploads run under it
-	stop context.CancelFunc
+	s      *Store
+	key    string
+	marker string          // PREFIX/uploads/<hex>/<random>: this writer's multipart upload is in progress
+	ctx    context.Context // the Create context: part uploads run under it
+	stop   context.CancelFunc
 
-	mu       sync.Mutex
-	state    writeState
-	err      error  // the first failure; Write and Commit return it from then on
-	buf      []byte // the part being filled
-	spare    []byte // the buffer of the last uploaded part, reused for the next one
-	uploadID string // "" until the first part is full
-	next     int32  // the number of the next part to upload
-	parts    []types.CompletedPart
-	inflight chan partResult // the part being uploaded, nil if none
+	mu        sync.Mutex
+	state     writeState
+	err       error  // the first failure; Write and Commit return it from then on
+	buf       []byte // the part being filled
+	spare     []byte // the buffer of the last uploaded part, reused for the next one
+	uploadID  string // "" until the first part is full
+	markerPut bool
+	next      int32 // the number of the next part to upload
+	parts     []types.CompletedPart
+	inflight  chan partResult // the part being uploaded, nil if none
 }
 
 type partResult struct {
@@ -68,7 +70,7 @@ func (s *Store) Create(ctx context.Context, d v1.Hash) (blobstore.Writer, error)
 		return nil, fmt.Errorf("s3 blob store: create %s: %w", key, err)
 	}
 	wctx, stop := context.WithCancel(ctx)
-	return &writer{s: s, key: key, ctx: wctx, stop: stop, next: 1}, nil
+	return &writer{s: s, key: key, marker: s.markerKey(d.Hex), ctx: wctx, stop: stop, next: 1}, nil
 }
 
 // partSize grows every partsPerSize parts so that 10000 parts hold very large objects.
@@ -139,6 +141,18 @@ func (w *writer) sendPart() error {
 		return fmt.Errorf("s3 blob store: %s: more than %d parts", w.key, maxParts)
 	}
 	if w.uploadID == "" {
+		// The marker comes first, so that an upload is never left without one: some servers
+		// (MinIO) list uploads only by exact key, and CleanupAbandoned finds keys by markers.
+		_, err := w.s.client.PutObject(w.ctx, &s3.PutObjectInput{
+			Bucket:        aws.String(w.s.bucket),
+			Key:           aws.String(w.marker),
+			Body:          bytes.NewReader(nil),
+			ContentLength: aws.Int64(0),
+		})
+		if err != nil {
+			return fmt.Errorf("s3 blob store: write upload marker %s: %w", w.marker, err)
+		}
+		w.markerPut = true
 		out, err := w.s.client.CreateMultipartUpload(w.ctx, &s3.CreateMultipartUploadInput{
 			Bucket:      aws.String(w.s.bucket),
 			Key:         aws.String(w.key),
@@ -212,6 +226,7 @@ func (w *writer) Commit(ctx context.Context) error {
 	}
 	w.state = committed
 	w.release()
+	w.removeMarker(ctx)
 	return nil
 }
 
@@ -272,16 +287,33 @@ func (w *writer) Cancel(ctx context.Context) error {
 	}
 	w.release()
 	if w.uploadID == "" {
+		w.removeMarker(ctx)
 		return nil
 	}
 	_, err := w.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 		Bucket: aws.String(w.s.bucket), Key: aws.String(w.key), UploadId: aws.String(w.uploadID),
 	})
 	if err != nil && !isNoSuchUpload(err) {
-		// The object stays invisible; CleanupAbandoned removes the upload later.
+		// The object stays invisible, and the marker stays so that CleanupAbandoned finds
+		// the upload later.
 		return fmt.Errorf("s3 blob store: abort upload of %s: %w", w.key, err)
 	}
+	w.removeMarker(ctx)
 	return nil
+}
+
+// removeMarker deletes the writer's upload marker. A failure only delays its removal until
+// CleanupAbandoned, so it is logged, not returned.
+func (w *writer) removeMarker(ctx context.Context) {
+	if !w.markerPut {
+		return
+	}
+	_, err := w.s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(w.s.bucket), Key: aws.String(w.marker)})
+	if err != nil && !isNotFound(err) {
+		w.s.logger.WarnContext(ctx, "could not remove an upload marker; CleanupAbandoned will", "key", w.marker, "err", err)
+		return
+	}
+	w.markerPut = false
 }
 
 func (w *writer) release() {
