@@ -270,9 +270,10 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m metadata.Manifes
 		return fmt.Errorf("put manifest %s@%s: %w", repo, m.Digest, err)
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO manifests (digest, media_type, size) VALUES ($1, $2, $3)
-			ON CONFLICT (digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size`,
-			m.Digest.String(), m.MediaType, m.Size); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO manifests (digest, media_type, size, last_access) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size,
+				last_access = GREATEST(manifests.last_access, excluded.last_access)`,
+			m.Digest.String(), m.MediaType, m.Size, time.Now().UTC()); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO manifest_links (repository, digest) VALUES ($1, $2)
@@ -305,8 +306,10 @@ func (s *Store) PutBlob(ctx context.Context, repo string, b metadata.Blob) error
 		return fmt.Errorf("put blob %s@%s: %w", repo, b.Digest, err)
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO blobs (digest, size) VALUES ($1, $2)
-			ON CONFLICT (digest) DO UPDATE SET size = excluded.size`, b.Digest.String(), b.Size); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO blobs (digest, size, last_access) VALUES ($1, $2, $3)
+			ON CONFLICT (digest) DO UPDATE SET size = excluded.size,
+				last_access = GREATEST(blobs.last_access, excluded.last_access)`,
+			b.Digest.String(), b.Size, time.Now().UTC()); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO blob_links (repository, digest) VALUES ($1, $2)
@@ -321,20 +324,22 @@ func (s *Store) PutBlob(ctx context.Context, repo string, b metadata.Blob) error
 
 // Forget removes every record of d. Links go with their object (ON DELETE CASCADE).
 func (s *Store) Forget(ctx context.Context, d v1.Hash) error {
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		for _, q := range []string{
-			`DELETE FROM tags WHERE digest = $1`,
-			`DELETE FROM manifests WHERE digest = $1`,
-			`DELETE FROM blobs WHERE digest = $1`,
-		} {
-			if _, err := tx.Exec(ctx, q, d.String()); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	err := s.inTx(ctx, func(tx pgx.Tx) error { return forget(ctx, tx, d) })
 	if err != nil {
 		return fmt.Errorf("forget %s: %w", d, err)
+	}
+	return nil
+}
+
+func forget(ctx context.Context, tx pgx.Tx, d v1.Hash) error {
+	for _, q := range []string{
+		`DELETE FROM tags WHERE digest = $1`,
+		`DELETE FROM manifests WHERE digest = $1`,
+		`DELETE FROM blobs WHERE digest = $1`,
+	} {
+		if _, err := tx.Exec(ctx, q, d.String()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -218,3 +218,10 @@ func TestNewRejectsAnInvalidDSNWithoutEchoingIt(t *testing.T) {
 		t.Errorf("error reveals the password: %v", err)
 	}
 }
+
+func TestEvictorConformance(t *testing.T) {
+	metadatatest.RunEvictor(t, func(t *testing.T) metadatatest.EvictingStore {
+		dsn, _ := freshSchema(t)
+		return newStore(t, dsn)
+	})
+}
