@@ -144,6 +144,9 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	}()
 
 	servers := []*http.Server{{Addr: f.listen, Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second,
+		// No WriteTimeout: a large layer may stream for a long time; IdleTimeout only
+		// closes keep-alive connections nobody uses.
+		IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	if f.metricsListen != "" {
 		servers = append(servers, &http.Server{Addr: f.metricsListen, Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second})
