@@ -147,7 +147,7 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		// No WriteTimeout: a large layer may stream for a long time; IdleTimeout only
 		// closes keep-alive connections nobody uses.
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
 	if f.metricsListen != "" {
 		servers = append(servers, &http.Server{Addr: f.metricsListen, Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second})
 	}
