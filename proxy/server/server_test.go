@@ -2,13 +2,17 @@ package server_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -116,4 +120,95 @@ func TestTheOpsHandlerServesMetricsHealthAndReadiness(t *testing.T) {
 			t.Fatalf("/metrics lacks the cache metrics:\n%s", body)
 		}
 	}
+}
+
+func get(t *testing.T, url string) (*http.Response, []byte, error) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func TestCorruptUpstreamBlobsFailTheClientAndAreNotCached(t *testing.T) {
+	hub := fakehub.New(t)
+	img := fakehub.RandomImage(t, 1, 300_000, false)
+	hub.Push(t, "library/app", "v1", img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, host := start(t, hub)
+	url := "http://" + host + "/v2/docker.io/library/app/blobs/" + d.String()
+
+	hub.SetMode(fakehub.Corrupt())
+	resp, body, err := get(t, url)
+	if err == nil {
+		t.Fatalf("corrupt blob: client got a complete %d response of %d bytes", resp.StatusCode, len(body))
+	}
+	hub.SetMode(fakehub.Normal())
+	resp, body, err = get(t, url)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("after recovery: %v %d", err, resp.StatusCode)
+	}
+	if got := sha256Hex(body); got != d.Hex {
+		t.Fatalf("after recovery: digest %s, want %s", got, d.Hex)
+	}
+	if n := hub.Counts().BlobGET[d.String()]; n != 2 {
+		t.Fatalf("upstream GETs of the blob = %d, want 2 (nothing cached from the corrupt one)", n)
+	}
+}
+
+func TestWhenTheHubIsDownCachedTagsStillPullAndMissesAre503(t *testing.T) {
+	hub := fakehub.New(t)
+	want := hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 1, 1000, true))
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	_, host := start(t, hub, server.WithTagTTL(time.Minute), server.WithClock(clock))
+	pullAll(t, host+"/docker.io/library/app:v1")
+
+	hub.SetMode(fakehub.Down())
+	offset.Store(int64(time.Hour))
+	if got := pullAll(t, host+"/docker.io/library/app:v1"); got != want {
+		t.Fatalf("stale pull: %s, want %s", got, want)
+	}
+	resp, body, _ := get(t, "http://"+host+"/v2/docker.io/library/other/manifests/v1")
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("uncached manifest with the hub down: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestAnUpstream429OnAMissIs429WithRetryAfter(t *testing.T) {
+	hub := fakehub.New(t)
+	hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 1, 1000, true))
+	_, host := start(t, hub)
+	hub.SetMode(fakehub.RateLimited(2 * time.Minute))
+	resp, body, _ := get(t, "http://"+host+"/v2/docker.io/library/app/manifests/v1")
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "120" {
+		t.Fatalf("%d Retry-After %q: %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+}
+
+func TestAnUnconfiguredRegistryIsNotFetched(t *testing.T) {
+	hub := fakehub.New(t)
+	_, host := start(t, hub)
+	resp, body, _ := get(t, "http://"+host+"/v2/"+hub.Host()+"/library/app/manifests/v1")
+	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "NAME_UNKNOWN") {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	if c := hub.Counts(); c.TotalManifestGET()+c.TotalManifestHEAD()+c.Token != 0 {
+		t.Fatalf("the hub was contacted: %+v", c)
+	}
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
