@@ -103,7 +103,9 @@ func TestAPullThroughTheProxyGetsUpstreamsDigestAndTheSecondPullStaysLocal(t *te
 
 func TestTheOpsHandlerServesMetricsHealthAndReadiness(t *testing.T) {
 	hub := fakehub.New(t)
-	srv, _ := start(t, hub)
+	hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 1, 1000, true))
+	srv, host := start(t, hub)
+	pullAll(t, host+"/docker.io/library/app:v1")
 	ops := httptest.NewServer(srv.OpsHandler())
 	t.Cleanup(ops.Close)
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
@@ -116,8 +118,14 @@ func TestTheOpsHandlerServesMetricsHealthAndReadiness(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
 		}
-		if path == "/metrics" && !strings.Contains(string(body), "hubcache_cache_hits_total") {
-			t.Fatalf("/metrics lacks the cache metrics:\n%s", body)
+		for _, want := range []string{
+			"hubcache_cache_misses_total{kind=\"blob\"} 2",
+			"hubcache_upstream_ratelimit_remaining{registry=\"docker.io\"}",
+			"hubcache_http_requests_total{code=\"200\",method=\"GET\",route=\"blob\"} 2",
+		} {
+			if path == "/metrics" && !strings.Contains(string(body), want) {
+				t.Fatalf("/metrics lacks %s:\n%s", want, body)
+			}
 		}
 	}
 }
