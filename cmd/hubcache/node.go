@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,7 +48,7 @@ node fetches from the upstream registry itself: degraded and uncached, but the p
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:5000", "address for registry requests; keep it on loopback (the literal 127.0.0.1, not localhost)")
 	fl.StringVar(&f.proxy, "proxy", "http://hubcache-proxy.hubcache-system.svc:5000", "URL of the hubcache proxy Service")
-	fl.StringArrayVar(&f.upstreams, "upstream", []string{"docker.io=https://registry-1.docker.io"}, "REGISTRY=URL of an upstream the node may fetch from when the proxy is down (repeatable); requests for other registries are refused")
+	fl.StringArrayVar(&f.upstreams, "upstream", []string{"docker.io=https://registry-1.docker.io"}, "REGISTRY=URL of an upstream the node may fetch from when the proxy is down (repeatable or comma-separated; keep it the same as the proxy's); requests for other registries are refused")
 	fl.StringVar(&f.dockerConfig, "docker-config", "", "directory with a Docker config.json holding upstream credentials (empty: anonymous)")
 	fl.StringVar(&f.metricsListen, "metrics-listen", "127.0.0.1:9101", "address for /metrics, /healthz and /readyz (empty: off)")
 	fl.DurationVar(&f.proxyTimeout, "proxy-timeout", 10*time.Second, "how long to wait for the proxy's response headers before falling back")
@@ -69,12 +70,16 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		return fmt.Errorf("--proxy: %w", err)
 	}
 	var ups []node.Upstream
-	for _, s := range f.upstreams {
-		u, err := node.ParseUpstream(s)
-		if err != nil {
-			return fmt.Errorf("--upstream: %w", err)
+	for _, v := range f.upstreams {
+		// One value may hold several pairs separated by commas: how HUBCACHE_UPSTREAM
+		// lists more than one, as for the proxy.
+		for _, s := range strings.Split(v, ",") {
+			u, err := node.ParseUpstream(strings.TrimSpace(s))
+			if err != nil {
+				return fmt.Errorf("--upstream: %w", err)
+			}
+			ups = append(ups, u)
 		}
-		ups = append(ups, u)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

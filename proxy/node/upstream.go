@@ -41,7 +41,7 @@ func ParseUpstream(s string) (Upstream, error) {
 		return Upstream{}, fmt.Errorf("upstream %q: URL must be scheme://host[:port] only (the registry API lives at /v2/)", s)
 	}
 	return Upstream{
-		Registry: imageref.CanonicalRegistry(reg),
+		Registry: imageref.CanonicalRegistry(strings.ToLower(reg)),
 		URL:      &url.URL{Scheme: u.Scheme, Host: u.Host},
 	}, nil
 }
