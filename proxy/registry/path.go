@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/hubcache/hubcache/proxy/cache"
@@ -157,10 +156,13 @@ func parseName(parts []string, q url.Values) (cache.Repo, error) {
 	if len(full) > maxNameLength {
 		return cache.Repo{}, newError(http.StatusBadRequest, codeNameInvalid, "repository name longer than 255 characters")
 	}
-	if _, err := name.NewRepository(full, name.StrictValidation); err != nil {
+	// The same check the webhook's mapping uses (pkg/name plus distribution's grammar): the
+	// proxy accepts exactly the names a rewritten reference can carry.
+	reg, repository, err := imageref.Split(full)
+	if err != nil {
 		return cache.Repo{}, newError(http.StatusBadRequest, codeNameInvalid, "invalid repository name")
 	}
-	return cache.Repo{Registry: registry, Path: path}, nil
+	return cache.Repo{Registry: reg, Path: repository}, nil
 }
 
 // parseDigest accepts sha256 digests only: the algorithm every registry in use serves.

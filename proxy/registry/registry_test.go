@@ -349,3 +349,25 @@ func TestBackendErrorsBecomeOCIErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestTheFirstComponentIsARegistryWhenItLooksLikeAHost(t *testing.T) {
+	for _, tc := range []struct{ path, want string }{
+		{"/v2/localhost/foo/manifests/v1", "manifest localhost/foo v1"},
+		{"/v2/localhost:5001/foo/manifests/v1", "manifest localhost:5001/foo v1"},
+		{"/v2/127.0.0.1:5001/foo/bar/manifests/v1", "manifest 127.0.0.1:5001/foo/bar v1"},
+		{"/v2/ghcr.io/foo/bar/manifests/v1", "manifest ghcr.io/foo/bar v1"},
+		{"/v2/registry-1.docker.io/foo/bar/manifests/v1", "manifest docker.io/foo/bar v1"},
+		{"/v2/foo/bar/manifests/v1", "manifest docker.io/foo/bar v1"},
+		{"/v2/foo/manifests/v1?ns=docker.io", "manifest docker.io/library/foo v1"},
+		{"/v2/foo/bar/manifests/v1?ns=index.docker.io", "manifest docker.io/foo/bar v1"},
+		{"/v2/localhost/manifests/v1", "manifest docker.io/library/localhost v1"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			b, srv := newTestServer(t)
+			do(t, http.MethodGet, srv.URL+tc.path, nil)
+			if len(b.calls) != 1 || b.calls[0] != tc.want {
+				t.Fatalf("backend calls %v, want [%s]", b.calls, tc.want)
+			}
+		})
+	}
+}
