@@ -222,3 +222,50 @@ func sha256Hex(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+func TestAMultiArchIndexAndEachPlatformAreCachedAsPulled(t *testing.T) {
+	hub := fakehub.New(t)
+	want := hub.PushIndex(t, "library/multi", "v1", fakehub.RandomIndex(t, []string{"linux/amd64", "linux/arm64"}, 1, 1000, true))
+	_, host := start(t, hub)
+	pullIndex := func() {
+		r, err := name.ParseReference(host+"/docker.io/library/multi:v1", name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idx, err := remote.Index(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, _ := idx.Digest(); d != want {
+			t.Fatalf("index digest %s, want %s", d, want)
+		}
+		im, err := idx.IndexManifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, desc := range im.Manifests {
+			if got := pullAll(t, host+"/docker.io/library/multi@"+desc.Digest.String()); got != desc.Digest {
+				t.Fatalf("child %s pulled as %s", desc.Digest, got)
+			}
+		}
+	}
+	pullIndex()
+	if n := hub.Counts().TotalManifestGET(); n != 3 {
+		t.Fatalf("first pull: %d manifest GETs, want 3 (index + 2 platforms)", n)
+	}
+	hub.Reset()
+	pullIndex()
+	if c := hub.Counts(); c.TotalManifestGET() != 0 || c.TotalBlobGET() != 0 {
+		t.Fatalf("second pull went upstream: %+v", c)
+	}
+}
+
+func TestTheMirrorFormPullsFromDockerHub(t *testing.T) {
+	hub := fakehub.New(t)
+	want := hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 1, 1000, false))
+	_, host := start(t, hub)
+	// pkg/name reads "host/library/app" as repository library/app on host: the mirror form.
+	if got := pullAll(t, host+"/library/app:v1"); got != want {
+		t.Fatalf("mirror pull %s, want %s", got, want)
+	}
+}
