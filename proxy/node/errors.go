@@ -8,11 +8,13 @@ import (
 
 // OCI distribution error codes the node answers with itself.
 const (
-	codeNameInvalid   = "NAME_INVALID"
-	codeNameUnknown   = "NAME_UNKNOWN"
-	codeDigestInvalid = "DIGEST_INVALID"
-	codeUnsupported   = "UNSUPPORTED"
-	codeUnavailable   = "UNAVAILABLE"
+	codeNameInvalid     = "NAME_INVALID"
+	codeNameUnknown     = "NAME_UNKNOWN"
+	codeDigestInvalid   = "DIGEST_INVALID"
+	codeManifestUnknown = "MANIFEST_UNKNOWN"
+	codeDenied          = "DENIED"
+	codeUnsupported     = "UNSUPPORTED"
+	codeUnavailable     = "UNAVAILABLE"
 )
 
 // requestError is a request the node refuses before contacting anything.

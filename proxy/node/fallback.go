@@ -101,7 +101,6 @@ func (s *Server) fallback(w http.ResponseWriter, r *http.Request, rt route) (int
 	}
 	u := *up.URL
 	u.Path = rt.upstreamPath()
-	u.RawQuery = rt.query.Encode()
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), nil)
 	if err != nil {
 		return 0, s.upstreamFailed(w, r, err)
@@ -115,6 +114,9 @@ func (s *Server) fallback(w http.ResponseWriter, r *http.Request, rt route) (int
 		return 0, s.upstreamFailed(w, r, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return 0, s.denied(w, r, fmt.Errorf("upstream answered %s", resp.Status))
+	}
 	return relay(w, r, resp, upstreamHeaderFilter, s.buffers)
 }
 
@@ -125,9 +127,15 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
-		writeError(w, r, http.StatusUnauthorized, "UNAUTHORIZED", "upstream registry refused the node's credentials")
-		return fmt.Errorf("upstream: %w", err)
+		return s.denied(w, r, err)
 	}
 	writeError(w, r, http.StatusServiceUnavailable, codeUnavailable, "the cache is unreachable and so is the upstream registry")
 	return fmt.Errorf("upstream: %w", err)
+}
+
+// denied answers an upstream refusal as the proxy does: 403 DENIED, not 401, which would
+// send the client into a token handshake with the node that cannot succeed.
+func (s *Server) denied(w http.ResponseWriter, r *http.Request, err error) error {
+	writeError(w, r, http.StatusForbidden, codeDenied, "the upstream registry refused access (check the credentials in --docker-config)")
+	return fmt.Errorf("upstream refused access: %w", err)
 }

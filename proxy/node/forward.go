@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 )
 
 // fallbackStatus are proxy answers that mean "the cache cannot answer this now": the
@@ -28,15 +29,10 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, log *slog.Logge
 	}
 	u := *s.proxyURL
 	u.Path = r.URL.Path
-	// The proxy gets the query it needs (ns for the mirror form, n and last for tag lists)
-	// and nothing else.
-	q := r.URL.Query()
-	for k := range q {
-		if k != "ns" && k != "n" && k != "last" {
-			q.Del(k)
-		}
+	// The proxy gets the query it needs (ns, for the mirror form) and nothing else.
+	if ns := r.URL.Query().Get("ns"); ns != "" {
+		u.RawQuery = url.Values{"ns": {ns}}.Encode()
 	}
-	u.RawQuery = q.Encode()
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), nil)
 	if err != nil {
 		s.breaker.report(resultUnknown, probe, "")

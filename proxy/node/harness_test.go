@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -173,6 +174,20 @@ func (n *testNode) counter(t *testing.T, metric, label string) float64 {
 		}
 	}
 	return 0
+}
+
+// settled waits until a request counter reaches want and returns its value. The node counts
+// a request after its response is complete, which the client may see first.
+func (n *testNode) settled(t *testing.T, metric, label string, want float64) float64 {
+	t.Helper()
+	deadline := time.Now().Add(hangGuard)
+	for {
+		got := n.counter(t, metric, label)
+		if got == want || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 type response struct {

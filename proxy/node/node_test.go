@@ -140,7 +140,7 @@ func TestForwardingPreservesBytesAndHeaders(t *testing.T) {
 	if got := n.counter(t, "hubcache_node_requests_total", "fallback"); got != 0 {
 		t.Errorf("fallback requests = %v; want 0", got)
 	}
-	if got := n.counter(t, "hubcache_node_requests_total", "forwarded"); got != float64(len(tests)) {
+	if got := n.settled(t, "hubcache_node_requests_total", "forwarded", float64(len(tests))); got != float64(len(tests)) {
 		t.Errorf("forwarded requests = %v; want %d", got, len(tests))
 	}
 	if got := n.counter(t, "hubcache_node_response_bytes_total", "forwarded"); got < float64(len(f.layerRaw)) {
@@ -287,7 +287,7 @@ func TestFallbackWhenTheProxyIsDown(t *testing.T) {
 	if c := f.hub.Counts(); c.ManifestGET["library/nginx:1.27"] != 2 || c.TotalBlobGET() != 2 {
 		t.Errorf("upstream counts %+v; want 2 GETs of library/nginx:1.27 and 2 blob GETs", c)
 	}
-	if got := n.counter(t, "hubcache_node_requests_total", "fallback"); got != float64(len(tests)) {
+	if got := n.settled(t, "hubcache_node_requests_total", "fallback", float64(len(tests))); got != float64(len(tests)) {
 		t.Errorf("fallback requests = %v; want %d", got, len(tests))
 	}
 	rd := readyz(t, n)
@@ -431,6 +431,9 @@ func TestHostileRequestsAreRefusedWithoutContactingAnything(t *testing.T) {
 		{"an unknown registry by IP", "GET", "/v2/169.254.169.254:80/latest/manifests/x", 404, "NAME_UNKNOWN"},
 		{"an unknown registry in ns", "GET", "/v2/x/y/manifests/1?ns=quay.io", 404, "NAME_UNKNOWN"},
 		{"a push", "POST", "/v2/docker.io/library/nginx/blobs/uploads/", 405, "UNSUPPORTED"},
+		{"an upload status", "GET", "/v2/docker.io/library/nginx/blobs/uploads/abc", 405, "UNSUPPORTED"},
+		{"a malformed tag", "GET", "/v2/docker.io/library/nginx/manifests/-x", 404, "MANIFEST_UNKNOWN"},
+		{"a tag list", "GET", "/v2/docker.io/library/nginx/tags/list", 404, "UNSUPPORTED"},
 		{"a delete", "DELETE", "/v2/docker.io/library/nginx/manifests/1.27", 405, "UNSUPPORTED"},
 		{"the catalog", "GET", "/v2/_catalog", 404, "UNSUPPORTED"},
 		{"a path outside /v2/", "GET", "/token?scope=x", 404, "UNSUPPORTED"},
@@ -515,10 +518,11 @@ func TestFallbackUsesDockerConfigCredentials(t *testing.T) {
 	f.proxy.stop()
 	path := "/v2/docker.io/library/nginx/manifests/1.27"
 
-	t.Run("without credentials upstream refuses", func(t *testing.T) {
+	t.Run("without credentials upstream refuses and the node answers DENIED", func(t *testing.T) {
 		n := startNode(t, f.proxy.URL(), f.upstreams(t))
-		if got := do(t, "GET", n.url+path, manifestAccept); got.status != http.StatusUnauthorized {
-			t.Fatalf("status %d; want 401 (body %s)", got.status, got.body)
+		got := do(t, "GET", n.url+path, manifestAccept)
+		if got.status != http.StatusForbidden || !strings.Contains(string(got.body), "DENIED") {
+			t.Fatalf("status %d; want 403 DENIED (body %s)", got.status, got.body)
 		}
 	})
 	t.Run("Docker Hub's config key is used for docker.io", func(t *testing.T) {
@@ -549,7 +553,7 @@ func TestWhenProxyAndUpstreamAreBothDownTheAnswerIsUnavailable(t *testing.T) {
 	if got.status != http.StatusServiceUnavailable || !strings.Contains(string(got.body), "UNAVAILABLE") {
 		t.Fatalf("status %d body %s; want 503 UNAVAILABLE", got.status, got.body)
 	}
-	if got := n.counter(t, "hubcache_node_requests_total", "error"); got != 1 {
+	if got := n.settled(t, "hubcache_node_requests_total", "error", 1); got != 1 {
 		t.Errorf("errors = %v; want 1", got)
 	}
 	if rd := readyz(t, n); !rd.Ready {

@@ -16,7 +16,6 @@ const (
 	kindPing kind = iota + 1
 	kindManifest
 	kindBlob
-	kindTags
 )
 
 // route is a validated /v2/ request: which upstream registry and repository it is for and
@@ -27,18 +26,16 @@ type route struct {
 	registry   string // canonical, e.g. "docker.io"
 	repository string // e.g. "library/nginx"
 	reference  string // tag or digest for manifests, digest for blobs
-	query      url.Values
 }
 
 var (
 	tagPattern    = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
-	digestPattern = regexp.MustCompile(`^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
-	// numberPattern bounds the tags/list "n" parameter.
-	numberPattern = regexp.MustCompile(`^[0-9]{1,6}$`)
+	digestPattern = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 )
 
-// parseRoute validates a request URL with the proxy's path rules. Both the rewritten form
-// (/v2/docker.io/library/nginx/manifests/1.27) and the mirror form
+// parseRoute validates a request URL with the proxy's path rules (docs/proxy.md), so that
+// the node answers bad requests exactly as the proxy would, without asking it. Both the
+// rewritten form (/v2/docker.io/library/nginx/manifests/1.27) and the mirror form
 // (/v2/library/nginx/manifests/1.27?ns=docker.io, or no ns) are accepted.
 func parseRoute(u *url.URL) (route, error) {
 	if strings.Contains(u.EscapedPath(), "%") {
@@ -53,6 +50,9 @@ func parseRoute(u *url.URL) (route, error) {
 	if !ok {
 		return route{}, refuse(http.StatusNotFound, codeUnsupported, "only the /v2/ registry API is served here")
 	}
+	if strings.Contains(u.Path, "/blobs/uploads/") || strings.HasSuffix(u.Path, "/blobs/uploads") {
+		return route{}, refuse(http.StatusMethodNotAllowed, codeUnsupported, "this registry is read-only")
+	}
 	segs := strings.Split(rest, "/")
 	for _, s := range segs {
 		if s == "" || s == "." || s == ".." {
@@ -63,20 +63,8 @@ func parseRoute(u *url.URL) (route, error) {
 		return route{}, refuse(http.StatusNotFound, codeUnsupported, "unknown registry API path")
 	}
 	n := len(segs)
-	rt := route{query: url.Values{}}
+	var rt route
 	switch {
-	case segs[n-2] == "tags" && segs[n-1] == "list":
-		rt.kind = kindTags
-		for _, p := range []string{"n", "last"} {
-			v := u.Query().Get(p)
-			if v == "" {
-				continue
-			}
-			if p == "n" && !numberPattern.MatchString(v) || p == "last" && !tagPattern.MatchString(v) {
-				return route{}, refuse(http.StatusBadRequest, codeUnsupported, "invalid %q parameter", p)
-			}
-			rt.query.Set(p, v)
-		}
 	case segs[n-2] == "manifests":
 		rt.kind = kindManifest
 		rt.reference = segs[n-1]
@@ -85,7 +73,8 @@ func parseRoute(u *url.URL) (route, error) {
 				return route{}, refuse(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", rt.reference)
 			}
 		} else if !tagPattern.MatchString(rt.reference) {
-			return route{}, refuse(http.StatusBadRequest, codeNameInvalid, "invalid tag %q", rt.reference)
+			// No manifest can exist under a malformed tag.
+			return route{}, refuse(http.StatusNotFound, codeManifestUnknown, "invalid tag %q", rt.reference)
 		}
 	case segs[n-2] == "blobs":
 		rt.kind = kindBlob
@@ -94,6 +83,8 @@ func parseRoute(u *url.URL) (route, error) {
 			return route{}, refuse(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", rt.reference)
 		}
 	default:
+		// Tag lists, the catalog and referrers: a pull-through cache only knows what was
+		// pulled, and pulls never need them.
 		return route{}, refuse(http.StatusNotFound, codeUnsupported, "unknown registry API path")
 	}
 	reg, repo, err := resolveName(segs[:n-2], u.Query())
@@ -104,25 +95,25 @@ func parseRoute(u *url.URL) (route, error) {
 	return rt, nil
 }
 
-// resolveName finds the upstream registry and repository of a name: the first component
-// is a registry when it looks like a host (Docker Hub namespaces never contain '.' or ':');
-// otherwise the name is a repository on the registry in ?ns=, or Docker Hub without one.
+// resolveName finds the upstream registry and repository of a name: the first of at least
+// two components is a registry when it looks like a host (Docker Hub namespaces never
+// contain '.' or ':'); otherwise the name is a repository on the registry in ?ns=, or on
+// Docker Hub without one.
 func resolveName(segs []string, q url.Values) (registry, repository string, err error) {
-	full := strings.Join(segs, "/")
-	if looksLikeHost(segs[0]) && len(segs) < 2 {
-		return "", "", refuse(http.StatusBadRequest, codeNameInvalid, "name %q has a registry but no repository", full)
-	}
-	if !looksLikeHost(segs[0]) {
-		ns := imageref.DockerHub
-		if vs := q["ns"]; len(vs) > 0 {
-			if len(vs) > 1 || !imageref.ValidHost(vs[0]) {
-				return "", "", refuse(http.StatusBadRequest, codeNameInvalid, "invalid ns parameter")
-			}
-			ns = vs[0]
+	registry = imageref.DockerHub
+	if len(segs) >= 2 && looksLikeHost(segs[0]) {
+		registry, segs = segs[0], segs[1:]
+	} else if ns := q.Get("ns"); ns != "" {
+		if !imageref.ValidHost(ns) {
+			return "", "", refuse(http.StatusNotFound, codeNameUnknown, "registry in ns is not served here")
 		}
-		full = imageref.CanonicalRegistry(ns) + "/" + full
+		registry = ns
 	}
-	registry, repository, err = imageref.Split(full)
+	registry = imageref.CanonicalRegistry(strings.ToLower(registry))
+	if registry == imageref.DockerHub && len(segs) == 1 {
+		segs = []string{"library", segs[0]}
+	}
+	registry, repository, err = imageref.Split(registry + "/" + strings.Join(segs, "/"))
 	if err != nil {
 		if errors.Is(err, imageref.ErrInvalid) {
 			return "", "", refuse(http.StatusBadRequest, codeNameInvalid, "%v", err)
@@ -143,8 +134,6 @@ func (rt route) upstreamPath() string {
 		return "/v2/" + rt.repository + "/manifests/" + rt.reference
 	case kindBlob:
 		return "/v2/" + rt.repository + "/blobs/" + rt.reference
-	case kindTags:
-		return "/v2/" + rt.repository + "/tags/list"
 	default:
 		return "/v2/"
 	}

@@ -31,12 +31,14 @@ func TestParseRoute(t *testing.T) {
 			want: route{kind: kindManifest, registry: "docker.io", repository: "library/nginx", reference: "1.27"}},
 		{name: "the mirror form without ns means Docker Hub", target: "/v2/library/nginx/blobs/" + testDigest,
 			want: route{kind: kindBlob, registry: "docker.io", repository: "library/nginx", reference: testDigest}},
+		{name: "the first of several ns parameters counts, as in the proxy", target: "/v2/o/r/manifests/v1?ns=ghcr.io&ns=quay.io",
+			want: route{kind: kindManifest, registry: "ghcr.io", repository: "o/r", reference: "v1"}},
 		{name: "the mirror form with another ns names that registry", target: "/v2/o/r/manifests/v1?ns=ghcr.io",
 			want: route{kind: kindManifest, registry: "ghcr.io", repository: "o/r", reference: "v1"}},
 		{name: "a registry with a port is a registry", target: "/v2/localhost:5001/a/manifests/v1",
 			want: route{kind: kindManifest, registry: "localhost:5001", repository: "a", reference: "v1"}},
-		{name: "tag lists are allowed", target: "/v2/docker.io/library/nginx/tags/list?n=10&last=1.25",
-			want: route{kind: kindTags, registry: "docker.io", repository: "library/nginx"}, upstream: "/v2/library/nginx/tags/list"},
+		{name: "a single component is a Docker Hub repository even with a dot", target: "/v2/foo.bar/manifests/v1",
+			want: route{kind: kindManifest, registry: "docker.io", repository: "library/foo.bar", reference: "v1"}},
 
 		{name: "dot-dot components are refused", target: "/v2/docker.io/library/../../etc/manifests/x", status: 400, code: codeNameInvalid},
 		{name: "a dot-dot reference is refused", target: "/v2/docker.io/library/nginx/manifests/..", status: 400, code: codeNameInvalid},
@@ -46,13 +48,17 @@ func TestParseRoute(t *testing.T) {
 		{name: "an invalid blob digest is refused", target: "/v2/docker.io/library/nginx/blobs/sha256:abc", status: 400, code: codeDigestInvalid},
 		{name: "an unknown digest algorithm is refused", target: "/v2/docker.io/library/nginx/blobs/md5:0123456789abcdef0123456789abcdef", status: 400, code: codeDigestInvalid},
 		{name: "an invalid manifest digest is refused", target: "/v2/docker.io/library/nginx/manifests/sha256:XYZ", status: 400, code: codeDigestInvalid},
-		{name: "a tag starting with a dot is refused", target: "/v2/docker.io/library/nginx/manifests/.hidden", status: 400, code: codeNameInvalid},
+		{name: "a tag starting with a dot names no manifest", target: "/v2/docker.io/library/nginx/manifests/.hidden", status: 404, code: codeManifestUnknown},
+		{name: "a sha512 digest is refused like the proxy does", target: "/v2/docker.io/library/nginx/blobs/sha512:" + strings.Repeat("a", 128), status: 400, code: codeDigestInvalid},
 		{name: "uppercase repositories are refused", target: "/v2/docker.io/Library/nginx/manifests/x", status: 400, code: codeNameInvalid},
 		{name: "names over 255 characters are refused", target: "/v2/docker.io/" + long + "/" + long + "/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "a registry without repository is refused", target: "/v2/docker.io/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "an invalid ns is refused", target: "/v2/library/nginx/manifests/x?ns=a/b", status: 400, code: codeNameInvalid},
-		{name: "two ns parameters are refused", target: "/v2/library/nginx/manifests/x?ns=docker.io&ns=ghcr.io", status: 400, code: codeNameInvalid},
-		{name: "upload paths are not served", target: "/v2/docker.io/library/nginx/blobs/uploads/x", status: 404, code: codeUnsupported},
+		{name: "an invalid ns names no served registry", target: "/v2/library/nginx/manifests/x?ns=a/b", status: 404, code: codeNameUnknown},
+		{name: "a one-component Docker Hub name gets library/", target: "/v2/docker.io/nginx/manifests/1.27",
+			want: route{kind: kindManifest, registry: "docker.io", repository: "library/nginx", reference: "1.27"}},
+		{name: "upload paths are refused as writes", target: "/v2/docker.io/library/nginx/blobs/uploads/x", status: 405, code: codeUnsupported},
+		{name: "the upload start path is refused as a write", target: "/v2/docker.io/library/nginx/blobs/uploads/", status: 405, code: codeUnsupported},
+		{name: "tag lists are not served", target: "/v2/docker.io/library/nginx/tags/list", status: 404, code: codeUnsupported},
+		{name: "referrers are not served", target: "/v2/docker.io/library/nginx/referrers/" + testDigest, status: 404, code: codeUnsupported},
 		{name: "the catalog is not served", target: "/v2/_catalog", status: 404, code: codeUnsupported},
 		{name: "paths outside /v2/ are not served", target: "/etc/passwd", status: 404, code: codeUnsupported},
 	}
@@ -83,20 +89,5 @@ func TestParseRoute(t *testing.T) {
 				t.Fatalf("upstream path = %q; want %q", got.upstreamPath(), tc.upstream)
 			}
 		})
-	}
-}
-
-func TestTagListKeepsOnlyValidatedParameters(t *testing.T) {
-	u, _ := url.ParseRequestURI("/v2/docker.io/library/nginx/tags/list?n=5&last=a&other=x")
-	rt, err := parseRoute(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := rt.query.Encode(); got != "last=a&n=5" {
-		t.Fatalf("query = %q; want last=a&n=5", got)
-	}
-	u, _ = url.ParseRequestURI("/v2/docker.io/library/nginx/tags/list?n=-1")
-	if _, err := parseRoute(u); err == nil {
-		t.Fatal("n=-1 was accepted")
 	}
 }
