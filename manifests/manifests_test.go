@@ -25,6 +25,7 @@ const namespace = "hubcache-system"
 type rendered struct {
 	namespaces   []*corev1.Namespace
 	deployments  []*appsv1.Deployment
+	daemonsets   []*appsv1.DaemonSet
 	services     []*corev1.Service
 	pdbs         []*policyv1.PodDisruptionBudget
 	issuers      map[string]*certmanagerv1.Issuer
@@ -46,6 +47,8 @@ func render(t *testing.T) rendered {
 			r.namespaces = append(r.namespaces, o)
 		case *appsv1.Deployment:
 			r.deployments = append(r.deployments, o)
+		case *appsv1.DaemonSet:
+			r.daemonsets = append(r.daemonsets, o)
 		case *corev1.Service:
 			r.services = append(r.services, o)
 		case *policyv1.PodDisruptionBudget:
@@ -195,13 +198,23 @@ func TestTheWebhookDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
 
 func TestHubcachesOwnImageNeverComesFromDockerHub(t *testing.T) {
 	r := render(t)
+	templates := map[string]corev1.PodSpec{}
 	for _, d := range r.deployments {
-		for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
+		templates["Deployment "+d.Name] = d.Spec.Template.Spec
+	}
+	for _, d := range r.daemonsets {
+		templates["DaemonSet "+d.Name] = d.Spec.Template.Spec
+	}
+	if len(templates) == 0 {
+		t.Fatal("no workloads rendered")
+	}
+	for name, spec := range templates {
+		for _, c := range append(spec.InitContainers, spec.Containers...) {
 			if !strings.HasPrefix(c.Image, "ghcr.io/hubcache/hubcache:") {
-				t.Errorf("%s/%s image %q, want ghcr.io/hubcache/hubcache:<version>", d.Name, c.Name, c.Image)
+				t.Errorf("%s/%s image %q, want ghcr.io/hubcache/hubcache:<version>", name, c.Name, c.Image)
 			}
 			if dec := rewrite.Image(c.Image, rewrite.Policy{}); dec.Reason != rewrite.ReasonOtherRegistry {
-				t.Errorf("%s/%s image %q: the plan says %q, want %q", d.Name, c.Name, c.Image, dec.Reason, rewrite.ReasonOtherRegistry)
+				t.Errorf("%s/%s image %q: the plan says %q, want %q", name, c.Name, c.Image, dec.Reason, rewrite.ReasonOtherRegistry)
 			}
 		}
 	}

@@ -222,9 +222,12 @@ func (h *Handler) logOutcome(ctx context.Context, req admission.Request, out out
 	case out.err != nil:
 		attrs = append(attrs, slog.String("error", out.err.Error()))
 		h.log.LogAttrs(ctx, slog.LevelWarn, "admission request rejected as malformed", attrs...)
-	case out.result == resultPatched || out.result == resultWarned:
+	case out.result == resultPatched:
 		attrs = append(attrs, slog.Any("changes", changedOnly(out.decisions)))
 		h.log.LogAttrs(ctx, slog.LevelInfo, "pod images rewritten", attrs...)
+	case out.result == resultWarned:
+		attrs = append(attrs, slog.Any("changes", changedOnly(out.decisions)))
+		h.log.LogAttrs(ctx, slog.LevelInfo, "pod images would be rewritten (dry-run)", attrs...)
 	default:
 		h.log.LogAttrs(ctx, slog.LevelDebug, "admission request left unchanged", attrs...)
 	}

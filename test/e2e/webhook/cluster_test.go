@@ -193,31 +193,40 @@ func (c *cluster) createNamespaces(ctx context.Context) error {
 	for name, mode := range map[string]string{
 		nsEnabled: "enabled", nsDryRun: "dry-run", nsUnlabel: "", nsHubcache: "enabled", nsKube: "enabled",
 	} {
-		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
-		if mode != "" {
-			ns.Labels[rewrite.LabelMode] = mode
-		}
-		if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
-			existing, err := c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			if existing.Labels == nil {
-				existing.Labels = map[string]string{}
-			}
-			existing.Labels[rewrite.LabelMode] = mode
-			if _, err := c.client.CoreV1().Namespaces().Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
-				return err
-			}
-		} else if err != nil {
+		if err := c.createNamespace(ctx, name, mode); err != nil {
 			return err
 		}
-		// envtest runs no controller-manager, so nothing creates the default ServiceAccount
-		// that the ServiceAccount admission plugin requires of every pod.
-		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
-		if _, err := c.client.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	}
+	return nil
+}
+
+// createNamespace creates (or relabels) a namespace with the given mode label ("" for none)
+// and its default ServiceAccount.
+func (c *cluster) createNamespace(ctx context.Context, name, mode string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+	if mode != "" {
+		ns.Labels[rewrite.LabelMode] = mode
+	}
+	if _, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) {
+		existing, err := c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
 			return err
 		}
+		if existing.Labels == nil {
+			existing.Labels = map[string]string{}
+		}
+		existing.Labels[rewrite.LabelMode] = mode
+		if _, err := c.client.CoreV1().Namespaces().Update(ctx, existing, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	// envtest runs no controller-manager, so nothing creates the default ServiceAccount
+	// that the ServiceAccount admission plugin requires of every pod.
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: name}}
+	if _, err := c.client.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating the default ServiceAccount of %s: %w", name, err)
 	}
 	return nil
 }
