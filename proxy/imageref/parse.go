@@ -137,6 +137,8 @@ func parseUppercaseHost(s string) (name.Reference, bool) {
 }
 
 // withOriginal builds a digest reference that still carries its tag, so Parts can recover it.
+// pkg/name cannot re-read an uppercase host, so for those the tag is dropped from the result;
+// such references are never Docker Hub and so are never mapped.
 func withOriginal(repo name.Repository, tag, digest string) name.Reference {
 	s := repo.Name()
 	if tag != "" {
