@@ -33,6 +33,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newProxyCmd(),
+		newNodeCmd(),
 		newWebhookCmd(),
 		newDiffCmd(),
 		newVersionCmd(),
