@@ -424,3 +424,33 @@ func TestAMissingObjectIsForgottenAndFetchedAgain(t *testing.T) {
 		t.Fatalf("heals = %v", healed)
 	}
 }
+
+func TestARetryAfterAFailedBlobFetchStartsAFreshFetch(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	d, want := e.up.addBlob(t, app.Path, 1000)
+	for _, tc := range []struct {
+		err   error
+		check func(error) bool
+	}{
+		{&upstream.RateLimitError{RetryAfter: time.Second}, func(err error) bool {
+			var tm *cache.TooManyRequestsError
+			return errors.As(err, &tm)
+		}},
+		{upstream.ErrUnavailable, func(err error) bool { return errors.Is(err, cache.ErrUnavailable) }},
+		{upstream.ErrNotFound, func(err error) bool { return errors.Is(err, cache.ErrBlobUnknown) }},
+	} {
+		e.up.set(func(f *fakeUpstream) { f.failWith = tc.err })
+		if _, err := e.c.Blob(ctx, app, d); !tc.check(err) {
+			t.Fatalf("upstream %v: got %v", tc.err, err)
+		}
+	}
+	e.up.set(func(f *fakeUpstream) { f.failWith = nil })
+	b, err := e.c.Blob(ctx, app, d)
+	if err != nil {
+		t.Fatalf("retry after recovery: %v", err)
+	}
+	if got, err := readBlob(ctx, b, 0, -1); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("retry read: %v", err)
+	}
+}

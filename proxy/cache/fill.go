@@ -155,11 +155,24 @@ func (f *fill) run(ctx context.Context) error {
 	return nil
 }
 
-// start publishes upstream's answer to the waiting clients.
+// start publishes upstream's answer to the waiting clients. A fill that failed to start is
+// retired first, so that a client retrying after the error starts a new fill.
 func (f *fill) start(size int64, spool string, err error) error {
+	if err != nil {
+		f.retire()
+	}
 	f.size, f.spool, f.startErr = size, spool, err
 	close(f.started)
 	return err
+}
+
+// retire removes the fill from the in-progress map (if it is still there).
+func (f *fill) retire() {
+	f.c.mu.Lock()
+	defer f.c.mu.Unlock()
+	if f.c.fills[f.digest] == f {
+		delete(f.c.fills, f.digest)
+	}
 }
 
 // finish wakes every reader with the result and retires the fill.
@@ -167,6 +180,9 @@ func (f *fill) finish(err error) {
 	if err != nil && f.startErr == nil {
 		f.c.log.Warn("blob fill failed; nothing cached", "digest", f.digest.String(), "repo", f.repo.String(), "error", err.Error())
 	}
+	// Retire the fill before its readers learn the result: a client that saw this fill fail
+	// and retries must start a new fill, not join the failed one.
+	f.retire()
 	f.mu.Lock()
 	f.done, f.err = true, err
 	f.cond.Broadcast()
@@ -175,9 +191,6 @@ func (f *fill) finish(err error) {
 		// Readers keep their open handles; new readers go to the store.
 		_ = os.Remove(f.spool)
 	}
-	f.c.mu.Lock()
-	delete(f.c.fills, f.digest)
-	f.c.mu.Unlock()
 }
 
 func (f *fill) Digest() v1.Hash { return f.digest }

@@ -6,20 +6,17 @@ import (
 	"net/http"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// blobProbe is the digest of nothing anyone stores (64 zeros) used by the readiness check.
-func blobProbe() (v1.Hash, error) {
-	return v1.NewHash("sha256:0000000000000000000000000000000000000000000000000000000000000000")
-}
+// probeHex is a digest nobody stores (64 zeros), used by the readiness check.
+const probeHex = "0000000000000000000000000000000000000000000000000000000000000000"
 
 // readyTimeout bounds one readiness check.
 const readyTimeout = 5 * time.Second
 
-func newOpsHandler(reg *prometheus.Registry, ready func(context.Context) error) http.Handler {
+func newOpsHandler(reg *prometheus.Registry, checks func(context.Context) []check) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -28,11 +25,14 @@ func newOpsHandler(reg *prometheus.Registry, ready func(context.Context) error) 
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
-		if err := ready(ctx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "error": err.Error()})
-			return
+		status, body := http.StatusOK, map[string]string{"status": "ready"}
+		for _, c := range checks(ctx) {
+			body[c.name] = "ok"
+			if c.err != nil {
+				status, body["status"], body[c.name] = http.StatusServiceUnavailable, "not ready", c.err.Error()
+			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "blob_store": "ok", "metadata": "ok"})
+		writeJSON(w, status, body)
 	})
 	return mux
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubcache/hubcache/proxy/blobstore"
@@ -208,7 +209,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		return nil, fmt.Errorf("registry handler: %w", err)
 	}
 	s.api = api
-	s.ops = newOpsHandler(o.registry, s.Ready)
+	s.ops = newOpsHandler(o.registry, s.checks)
 	ok = true
 	return s, nil
 }
@@ -225,15 +226,30 @@ func (s *Server) Registry() *prometheus.Registry { return s.registry }
 // Ready checks that the blob store and the metadata store answer.
 func (s *Server) Ready(ctx context.Context) error {
 	var errs []error
-	// A digest that cannot exist: the store must answer "not found" quickly.
-	probe, _ := blobProbe()
-	if _, err := s.blobs.Stat(ctx, probe); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-		errs = append(errs, fmt.Errorf("blob store: %w", err))
-	}
-	if err := s.meta.Ping(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("metadata store: %w", err))
+	for _, c := range s.checks(ctx) {
+		if c.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.name, c.err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+type check struct {
+	name string
+	err  error
+}
+
+// checks probes each store once.
+func (s *Server) checks(ctx context.Context) []check {
+	// A digest nobody stores: the blob store must answer "not found", and quickly.
+	var blobErr error
+	if _, err := s.blobs.Stat(ctx, v1.Hash{Algorithm: "sha256", Hex: probeHex}); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
+		blobErr = err
+	}
+	return []check{
+		{name: "blob_store", err: blobErr},
+		{name: "metadata", err: s.meta.Ping(ctx)},
+	}
 }
 
 // Close stops fills in progress and closes the stores the Server opened.

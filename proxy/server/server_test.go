@@ -108,7 +108,7 @@ func TestTheOpsHandlerServesMetricsHealthAndReadiness(t *testing.T) {
 	pullAll(t, host+"/docker.io/library/app:v1")
 	ops := httptest.NewServer(srv.OpsHandler())
 	t.Cleanup(ops.Close)
-	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+	fetch := func(path string) string {
 		resp, err := http.Get(ops.URL + path)
 		if err != nil {
 			t.Fatal(err)
@@ -118,14 +118,28 @@ func TestTheOpsHandlerServesMetricsHealthAndReadiness(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
 		}
-		for _, want := range []string{
-			"hubcache_cache_misses_total{kind=\"blob\"} 2",
-			"hubcache_upstream_ratelimit_remaining{registry=\"docker.io\"}",
-			"hubcache_http_requests_total{code=\"200\",method=\"GET\",route=\"blob\"} 2",
-		} {
-			if path == "/metrics" && !strings.Contains(string(body), want) {
-				t.Fatalf("/metrics lacks %s:\n%s", want, body)
+		return string(body)
+	}
+	fetch("/healthz")
+	if body := fetch("/readyz"); !strings.Contains(body, `"blob_store":"ok"`) || !strings.Contains(body, `"metadata":"ok"`) {
+		t.Fatalf("/readyz lacks the checks: %s", body)
+	}
+	for _, want := range []string{
+		`hubcache_cache_misses_total{kind="blob"} 2`,
+		`hubcache_upstream_ratelimit_remaining{registry="docker.io"}`,
+		`hubcache_http_requests_total{code="200",method="GET",route="blob"} 2`,
+	} {
+		// A request is counted when its handler returns, which may be just after the
+		// client read the last byte: look again until it shows up.
+		var body string
+		for range 200 {
+			if body = fetch("/metrics"); strings.Contains(body, want) {
+				break
 			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if !strings.Contains(body, want) {
+			t.Fatalf("/metrics lacks %s:\n%s", want, body)
 		}
 	}
 }
