@@ -159,13 +159,19 @@ func TestCleanupAbandoned(t *testing.T) {
 			}
 			assertNoUploads(t, srv, key)
 			assertNoObjects(t, srv, "cleanup/")
+			// The writer was slow, not dead. Its Commit normally fails; a server may also accept
+			// it when the abort raced with the part still being uploaded (versitygw recreates
+			// the upload then). Either way no partial object may appear.
 			if err := w.Commit(ctx); err == nil {
-				t.Errorf("Commit of an aborted upload succeeded")
+				t.Logf("%s accepted the Commit of an upload aborted while a part was in flight", kind)
+				assertContent(t, st, d, b)
+			} else {
+				if err := w.Cancel(ctx); err != nil {
+					t.Errorf("Cancel of an aborted upload: %v", err)
+				}
+				assertMissing(t, st, d)
 			}
-			if err := w.Cancel(ctx); err != nil {
-				t.Errorf("Cancel of an aborted upload: %v", err)
-			}
-			assertMissing(t, st, d)
+			assertNoUploads(t, srv, key)
 		})
 	}
 }
