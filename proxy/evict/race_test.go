@@ -14,6 +14,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/evict"
+	"github.com/hubcache/hubcache/proxy/evict/pglock"
 	"github.com/hubcache/hubcache/proxy/metadata"
 	"github.com/hubcache/hubcache/proxy/metadata/metadatatest"
 )
@@ -55,6 +56,9 @@ func TestAFillRecordedBetweenTheForgetAndTheDeleteLosesItsRowToo(t *testing.T) {
 		if err := fillBlob(t.Context(), e.blobs, e.meta, b, d); err != nil {
 			t.Fatal(err)
 		}
+		// Used after "raced": the budget keeps it, so the pass stops once "raced" is gone and
+		// does not clean up after the race by evicting "raced" a second time.
+		keeper := mustFill(t, e, "keeper", 10)
 		var once sync.Once
 		blobs := &hookedBlobs{Store: e.blobs, beforeDelete: func(v1.Hash) {
 			once.Do(func() {
@@ -65,12 +69,15 @@ func TestAFillRecordedBetweenTheForgetAndTheDeleteLosesItsRowToo(t *testing.T) {
 				}
 			})
 		}}
-		ev := evict.New(blobs, e.meta, 0, evict.WithRetention(0), evict.WithLogger(quiet()))
+		ev := evict.New(blobs, e.meta, 10, evict.WithRetention(0), evict.WithLogger(quiet()))
 		if _, err := ev.Once(t.Context()); err != nil {
 			t.Fatalf("Once: %v", err)
 		}
 		if isRecorded(t, e.meta, d) {
 			t.Error("the evictor deleted the object the racing fill recorded, and left its row")
+		}
+		if !isRecorded(t, e.meta, keeper) {
+			t.Error("the object within budget was evicted")
 		}
 		assertNoDanglingRows(t, e)
 	})
@@ -166,6 +173,7 @@ func TestConcurrentEvictorsOnSeveralReplicasStayConsistent(t *testing.T) {
 			removed += results[i].Objects
 		}
 		kept, suffix := keptSuffix(t, e, ds)
+		t.Logf("%s: %d kept; evicted per replica: %d, %d, %d", e.name, kept, results[0].Objects, results[1].Objects, results[2].Objects)
 		if removed != len(ds)-kept {
 			t.Errorf("the replicas report %d evictions, %d rows are gone: an object was counted twice or not at all", removed, len(ds)-kept)
 		}
@@ -267,4 +275,40 @@ func TestEvictionUnderASmallBudgetWhilePullsRunLeavesNoFailedPullAndNoDanglingRo
 		}
 		assertNoDanglingRows(t, e)
 	})
+}
+
+func TestWithThePostgresLockConcurrentEvictorsFreeExactlyTheExcess(t *testing.T) {
+	e := postgresEnv(t)
+	ds := fillLRU(t, e, 30)
+	const replicas = 3
+	results := make([]evict.Result, replicas)
+	errs := make([]error, replicas)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range replicas {
+		lock, err := pglock.New(e.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := evict.New(newFileStore(t, e.root), e.replica(t), 100,
+			evict.WithBatchSize(4), evict.WithLocker(lock), evict.WithLogger(quiet()))
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = ev.Once(t.Context())
+		})
+	}
+	close(start)
+	wg.Wait()
+	removed := 0
+	for i := range replicas {
+		if errs[i] != nil {
+			t.Errorf("replica %d: %v", i, errs[i])
+		}
+		removed += results[i].Objects
+	}
+	if kept, suffix := keptSuffix(t, e, ds); kept != 10 || !suffix || removed != 20 {
+		t.Errorf("kept %d (the most recent: %v), removed %d; want the 10 most recent kept and 20 removed once",
+			kept, suffix, removed)
+	}
+	assertNoDanglingRows(t, e)
 }

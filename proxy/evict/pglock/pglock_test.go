@@ -1,0 +1,114 @@
+package pglock_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hubcache/hubcache/proxy/evict/pglock"
+	"github.com/hubcache/hubcache/test/testenv"
+)
+
+func baseDSN() string {
+	if v := os.Getenv("HUBCACHE_TEST_POSTGRES"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// schemaDSN returns a DSN selecting a fresh schema, dropped when the test ends.
+func schemaDSN(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, baseDSN())
+	if err != nil {
+		testenv.Missing(t, "Postgres", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+	}
+	defer admin.Close(ctx)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "hubcache_pglock_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, baseDSN()); err == nil {
+			defer c.Close(ctx)
+			if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+				t.Errorf("drop schema %s: %v", schema, err)
+			}
+		}
+	})
+	u, err := url.Parse(baseDSN())
+	if err != nil {
+		t.Fatal("HUBCACHE_TEST_POSTGRES must be a postgres:// URL")
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	q.Set("pool_max_conns", "2") // the store's pool settings must not reach the server
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func mustNew(t *testing.T, dsn string) *pglock.Locker {
+	t.Helper()
+	l, err := pglock.New(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestOneEvictorAtATimePerSchema(t *testing.T) {
+	dsn := schemaDSN(t)
+	a, b := mustNew(t, dsn), mustNew(t, dsn)
+	ctx := t.Context()
+
+	release, ok, err := a.TryEvictionLock(ctx)
+	if err != nil || !ok {
+		t.Fatalf("first TryEvictionLock = %v, %v; want the lock", ok, err)
+	}
+	if _, ok, err := b.TryEvictionLock(ctx); err != nil || ok {
+		t.Fatalf("second TryEvictionLock while held = %v, %v; want refused", ok, err)
+	}
+	// Another installation, in another schema of the same database, is not blocked.
+	other := mustNew(t, schemaDSN(t))
+	if rel, ok, err := other.TryEvictionLock(ctx); err != nil || !ok {
+		t.Errorf("a lock in another schema = %v, %v; want it taken", ok, err)
+	} else {
+		rel()
+	}
+	release()
+	rel, ok, err := b.TryEvictionLock(ctx)
+	if err != nil || !ok {
+		t.Fatalf("TryEvictionLock after release = %v, %v; want the lock", ok, err)
+	}
+	rel()
+}
+
+func TestABadDSNIsRefusedWithoutEchoingIt(t *testing.T) {
+	_, err := pglock.New("postgres://user:s3cret@host:notaport/db")
+	if err == nil {
+		t.Fatal("New accepted a bad DSN")
+	}
+	if got := err.Error(); strings.Contains(got, "s3cret") {
+		t.Errorf("error %q echoes the password", got)
+	}
+}
+
+func TestAnUnreachableServerIsAnError(t *testing.T) {
+	l := mustNew(t, "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2")
+	if _, ok, err := l.TryEvictionLock(t.Context()); err == nil || ok {
+		t.Errorf("TryEvictionLock = %v, %v; want an error", ok, err)
+	}
+}
