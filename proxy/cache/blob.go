@@ -16,28 +16,69 @@ import (
 // upstream confirms repo has it when the store has it for another repository; otherwise from
 // the one upstream fill of this digest, which the caller joins. The returned Blob's bytes may
 // still be arriving.
+//
+// When the metadata store fails, a stored blob is served only after upstream confirms repo has
+// it (a free HEAD), so scoping holds without the links. When the blob store fails, the fill
+// passes upstream's verified bytes through without caching them.
 func (c *Cache) Blob(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
 	if err := c.checkRegistry(repo); err != nil {
 		return nil, err
 	}
-	size, err := c.linkedBlob(ctx, repo, d)
+	b, err := c.cachedBlob(ctx, repo, d)
 	if err == nil {
 		c.m.hit(kindBlob)
-		return &storedBlob{c: c, d: d, size: size}, nil
+		c.touch(ctx, d)
+		return b, nil
+	}
+	switch store := degradedBy(ctx, err); {
+	case store == "metadata":
+		c.m.degradedBy(store, kindBlob)
+		c.log.Warn("metadata store failed; confirming the blob upstream", "digest", d.String(), "repo", repo.String(), "error", err.Error())
+		if size, serr := c.blobs.Stat(ctx, d); serr == nil {
+			upSize, herr := c.headBlob(ctx, repo, d)
+			if herr != nil {
+				return nil, herr
+			}
+			if upSize < 0 || upSize == size {
+				c.m.hit(kindBlob)
+				return &storedBlob{c: c, repo: repo, d: d, size: size}, nil
+			}
+		}
+	case store != "":
+		c.m.degradedBy(store, kindBlob)
+		c.log.Warn("blob store failed; passing the blob through from upstream", "digest", d.String(), "repo", repo.String(), "error", err.Error())
+	case !errors.Is(err, errMiss):
+		return nil, err
+	}
+	c.m.miss(kindBlob)
+	return c.joinFill(ctx, repo, d)
+}
+
+// cachedBlob returns the stored blob when repo may read it (linked, or confirmed upstream and
+// linked now); errMiss when it must be filled; a storeError when a store failed.
+func (c *Cache) cachedBlob(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
+	size, err := c.linkedBlob(ctx, repo, d)
+	if err == nil {
+		return &storedBlob{c: c, repo: repo, d: d, size: size}, nil
 	}
 	if !errors.Is(err, errMiss) {
 		return nil, err
 	}
-	if size, err := c.blobs.Stat(ctx, d); err == nil {
-		if err := c.confirmAndLink(ctx, repo, d, size); err != nil {
-			return nil, err
-		}
-		c.m.hit(kindBlob)
-		return &storedBlob{c: c, d: d, size: size}, nil
-	} else if !errors.Is(err, blobstore.ErrNotFound) {
-		return nil, fmt.Errorf("checking blob %s: %w", d, err)
+	size, err = c.blobs.Stat(ctx, d)
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return nil, errMiss
 	}
-	c.m.miss(kindBlob)
+	if err != nil {
+		return nil, fmt.Errorf("checking blob %s: %w", d, blobErr(err))
+	}
+	if err := c.confirmAndLink(ctx, repo, d, size); err != nil {
+		return nil, err
+	}
+	return &storedBlob{c: c, repo: repo, d: d, size: size}, nil
+}
+
+// joinFill returns the fill of d in progress, or starts one for repo.
+func (c *Cache) joinFill(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
 	f, started := c.startOrJoinFill(repo, d)
 	if !started && f.repo != repo {
 		// The fill is for another repository: its bytes are served here only once upstream
@@ -50,7 +91,8 @@ func (c *Cache) Blob(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
 }
 
 // StatBlob returns the blob's size without fetching its bytes: from the cache when linked,
-// else from an upstream HEAD (which also links a blob the store already holds).
+// else from an upstream HEAD (which also links a blob the store already holds). When a store
+// fails, upstream's HEAD answers.
 func (c *Cache) StatBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, error) {
 	if err := c.checkRegistry(repo); err != nil {
 		return 0, err
@@ -58,6 +100,10 @@ func (c *Cache) StatBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, erro
 	size, err := c.linkedBlob(ctx, repo, d)
 	if err == nil {
 		return size, nil
+	}
+	if store := degradedBy(ctx, err); store != "" {
+		c.m.degradedBy(store, kindBlob)
+		return c.headBlob(ctx, repo, d)
 	}
 	if !errors.Is(err, errMiss) {
 		return 0, err
@@ -69,7 +115,10 @@ func (c *Cache) StatBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, erro
 	}
 	if stored, err := c.blobs.Stat(ctx, d); err == nil {
 		if err := c.confirmAndLink(ctx, repo, d, stored); err != nil {
-			return 0, err
+			if degradedBy(ctx, err) == "" {
+				return 0, err
+			}
+			c.log.Warn("linking a stored blob failed", "digest", d.String(), "repo", repo.String(), "error", err.Error())
 		}
 		return stored, nil
 	}
@@ -84,14 +133,14 @@ func (c *Cache) linkedBlob(ctx context.Context, repo Repo, d v1.Hash) (int64, er
 		return 0, errMiss
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reading blob %s: %w", d, err)
+		return 0, fmt.Errorf("reading blob %s: %w", d, metaErr(err))
 	}
 	size, err := c.blobs.Stat(ctx, d)
 	if err == nil && size == row.Size {
 		return size, nil
 	}
 	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-		return 0, fmt.Errorf("checking blob %s: %w", d, err)
+		return 0, fmt.Errorf("checking blob %s: %w", d, blobErr(err))
 	}
 	c.heal(ctx, d, "blob")
 	return 0, errMiss
@@ -115,8 +164,13 @@ func (c *Cache) confirmAndLink(ctx context.Context, repo Repo, d v1.Hash, size i
 	if upSize >= 0 && upSize != size {
 		return fmt.Errorf("%w: upstream size %d of %s differs from the stored %d", ErrUnavailable, upSize, d, size)
 	}
-	if err := c.meta.PutBlob(ctx, repo.String(), metadata.Blob{Digest: d, Size: size}); err != nil {
-		return fmt.Errorf("linking blob %s: %w", d, err)
+	if err := c.recordBlob(ctx, repo, d, size); err != nil {
+		if degradedBy(ctx, err) == "" {
+			return err
+		}
+		// Upstream confirmed repo has the blob: serving it is safe; the link is made by a
+		// later request once the store answers again.
+		c.log.Warn("linking a confirmed blob failed; serving it unlinked", "digest", d.String(), "repo", repo.String(), "error", err.Error())
 	}
 	return nil
 }
@@ -124,6 +178,7 @@ func (c *Cache) confirmAndLink(ctx context.Context, repo Repo, d v1.Hash, size i
 // storedBlob is a committed blob in the store.
 type storedBlob struct {
 	c    *Cache
+	repo Repo
 	d    v1.Hash
 	size int64
 }
@@ -133,15 +188,27 @@ func (b *storedBlob) Size() int64     { return b.size }
 
 func (b *storedBlob) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
 	rc, err := b.c.blobs.Open(ctx, b.d, offset, length)
+	if err == nil {
+		return &countingReader{rc: rc, add: b.c.m.servedFromCache}, nil
+	}
+	if ctx.Err() != nil {
+		return nil, err
+	}
 	if errors.Is(err, blobstore.ErrNotFound) {
-		// Gone between Stat and Open: forget it; the client's retry refetches.
+		// Gone between Stat and Open (evicted, or the bucket lost it): forget it and fill.
 		b.c.heal(ctx, b.d, "blob")
-		return nil, fmt.Errorf("%w: %s vanished from the store", ErrBlobUnknown, b.d)
+	} else {
+		b.c.m.degradedBy("blob_store", kindBlob)
+		b.c.log.Warn("opening a stored blob failed; passing it through from upstream", "digest", b.d.String(), "error", err.Error())
 	}
-	if err != nil {
-		return nil, fmt.Errorf("opening blob %s: %w", b.d, err)
+	if b.repo == (Repo{}) {
+		return nil, fmt.Errorf("%w: opening blob %s: %w", ErrUnavailable, b.d, err)
 	}
-	return &countingReader{rc: rc, add: b.c.m.servedFromCache}, nil
+	f, ferr := b.c.joinFill(ctx, b.repo, b.d)
+	if ferr != nil {
+		return nil, ferr
+	}
+	return f.Open(ctx, offset, length)
 }
 
 // countingReader reports bytes read to a metric.

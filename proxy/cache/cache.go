@@ -56,6 +56,7 @@ type options struct {
 	logger          *slog.Logger
 	registerer      prometheus.Registerer
 	registries      []string
+	touchInterval   time.Duration
 }
 
 // WithTagTTL sets how long a tag is served without asking upstream (default 5m). Zero
@@ -88,6 +89,10 @@ func WithRegistries(names ...string) Option {
 	return func(o *options) { o.registries = append([]string(nil), names...) }
 }
 
+// WithTouchInterval sets how often one process records an access of one digest for
+// eviction (default DefaultTouchInterval).
+func WithTouchInterval(d time.Duration) Option { return func(o *options) { o.touchInterval = d } }
+
 // Cache implements the registry Backend on top of a blob store, a metadata store and an
 // upstream client.
 type Cache struct {
@@ -97,6 +102,10 @@ type Cache struct {
 	opts  options
 	log   *slog.Logger
 	m     *metrics
+
+	// ev is meta's eviction support, nil when it has none: hits are then not touched.
+	ev      metadata.Evictor
+	touches *toucher
 
 	allowed map[string]bool // nil: any registry upstream accepts
 
@@ -124,6 +133,7 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		now:             time.Now,
 		logger:          slog.Default(),
 		registerer:      prometheus.NewRegistry(),
+		touchInterval:   DefaultTouchInterval,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -138,7 +148,10 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		opts:  o,
 		log:   o.logger,
 		fills: map[v1.Hash]*fill{},
+
+		touches: &toucher{every: o.touchInterval, last: map[v1.Hash]time.Time{}},
 	}
+	c.ev, _ = meta.(metadata.Evictor)
 	if o.registries != nil {
 		c.allowed = map[string]bool{}
 		for _, r := range o.registries {

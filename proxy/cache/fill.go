@@ -9,10 +9,9 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/hubcache/hubcache/proxy/metadata"
 )
 
 // errFillFailed is what readers of a failed fill get, wrapping the cause.
@@ -40,6 +39,9 @@ type fill struct {
 	written int64
 	done    bool
 	err     error
+	// stored is set when the verified bytes were committed to the blob store; a fill that
+	// passed through (the store failed) keeps its spool a while for late joiners instead.
+	stored bool
 }
 
 // startOrJoinFill returns the fill in progress for d, or starts one for repo. started
@@ -100,11 +102,8 @@ func (f *fill) run(ctx context.Context) error {
 		return f.start(-1, "", fmt.Errorf("spooling blob %s: %w", f.digest, err))
 	}
 	defer spool.Close()
-	w, err := c.blobs.Create(ctx, f.digest)
-	if err != nil {
-		return f.start(-1, spool.Name(), fmt.Errorf("storing blob %s: %w", f.digest, err))
-	}
-	defer func() { _ = w.Cancel(context.WithoutCancel(ctx)) }()
+	w := c.createForFill(ctx, f.digest)
+	defer func() { w.cancel(context.WithoutCancel(ctx)) }()
 	_ = f.start(size, spool.Name(), nil)
 	log.Debug("blob fill started", "size", size)
 
@@ -118,9 +117,7 @@ func (f *fill) run(ctx context.Context) error {
 				return fmt.Errorf("%w: upstream sent more than the announced %d bytes", ErrUnavailable, size)
 			}
 			h.Write(buf[:n])
-			if _, err := w.Write(buf[:n]); err != nil {
-				return fmt.Errorf("storing blob %s: %w", f.digest, err)
-			}
+			w.write(ctx, buf[:n])
 			if _, err := spool.Write(buf[:n]); err != nil {
 				return fmt.Errorf("spooling blob %s: %w", f.digest, err)
 			}
@@ -144,10 +141,14 @@ func (f *fill) run(ctx context.Context) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
 		return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
 	}
-	if err := w.Commit(ctx); err != nil {
-		return fmt.Errorf("committing blob %s: %w", f.digest, err)
+	if !w.commit(ctx) {
+		log.Info("blob passed through without caching", "size", written)
+		return nil
 	}
-	if err := c.meta.PutBlob(ctx, f.repo.String(), metadata.Blob{Digest: f.digest, Size: written}); err != nil {
+	f.mu.Lock()
+	f.stored = true
+	f.mu.Unlock()
+	if err := c.recordBlob(ctx, f.repo, f.digest, written); err != nil {
 		// The object is committed and verified; the next request links it after a HEAD.
 		log.Warn("recording blob failed", "error", err.Error())
 	}
@@ -188,8 +189,13 @@ func (f *fill) finish(err error) {
 	f.cond.Broadcast()
 	f.mu.Unlock()
 	if f.spool != "" {
-		// Readers keep their open handles; new readers go to the store.
-		_ = os.Remove(f.spool)
+		// Readers keep their open handles; new readers go to the store, or, when the bytes
+		// were only passed through, to the spool for a while longer.
+		if err == nil && !f.stored {
+			time.AfterFunc(passThroughGrace, func() { _ = os.Remove(f.spool) })
+		} else {
+			_ = os.Remove(f.spool)
+		}
 	}
 }
 
@@ -203,8 +209,8 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 	switch {
 	case f.done && f.err != nil:
 		return nil, fmt.Errorf("%w: %w", errFillFailed, f.err)
-	case f.done:
-		return (&storedBlob{c: f.c, d: f.digest, size: f.size}).Open(ctx, offset, length)
+	case f.done && f.stored:
+		return (&storedBlob{c: f.c, repo: f.repo, d: f.digest, size: f.size}).Open(ctx, offset, length)
 	}
 	file, err := os.Open(f.spool)
 	if err != nil {

@@ -20,11 +20,62 @@ import (
 // errMiss means "not usable from the cache": absent, or healed away just now.
 var errMiss = errors.New("not cached")
 
-// Manifest returns the manifest for ref (a tag, or a "sha256:…" digest) in repo.
+// Manifest returns the manifest for ref (a tag, or a "sha256:…" digest) in repo. When a store
+// fails, upstream answers (see manifestFromUpstream) and nothing is written.
 func (c *Cache) Manifest(ctx context.Context, repo Repo, ref string) (Manifest, error) {
 	if err := c.checkRegistry(repo); err != nil {
 		return Manifest{}, err
 	}
+	m, err := c.manifest(ctx, repo, ref)
+	store := degradedBy(ctx, err)
+	if store == "" {
+		return m, err
+	}
+	c.m.degradedBy(store, kindManifest)
+	c.log.Warn("store failed; answering the manifest from upstream without caching",
+		"repo", repo.String(), "ref", ref, "error", err.Error())
+	return c.manifestFromUpstream(ctx, repo, ref)
+}
+
+// manifestFromUpstream answers without the metadata store: upstream's HEAD (free) says which
+// digest ref is in repo, which also confirms repo may read it; the stored bytes of that digest
+// are served when the blob store has them, else upstream's, verified. Nothing is written.
+func (c *Cache) manifestFromUpstream(ctx context.Context, repo Repo, ref string) (Manifest, error) {
+	var want v1.Hash
+	if strings.Contains(ref, ":") {
+		d, err := v1.NewHash(ref)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("%w: invalid digest %q", ErrManifestUnknown, ref)
+		}
+		want = d
+	}
+	desc, err := c.up.HeadManifest(ctx, repo.Registry, repo.Path, ref)
+	c.m.upstream("HEAD", kindManifest, err)
+	if err != nil {
+		return Manifest{}, upstreamError(err, kindManifest)
+	}
+	if want == (v1.Hash{}) {
+		want = desc.Digest
+	}
+	if desc.Digest != want {
+		return Manifest{}, fmt.Errorf("%w: upstream answered %s for %s", ErrUnavailable, desc.Digest, ref)
+	}
+	if body, err := c.readObject(ctx, want); err == nil {
+		if m, err := c.verifyManifest(body, desc.MediaType, want); err == nil {
+			c.m.hit(kindManifest)
+			return m, nil
+		}
+	}
+	body, got, err := c.up.GetManifest(ctx, repo.Registry, repo.Path, want.String())
+	c.m.upstream("GET", kindManifest, err)
+	if err != nil {
+		return Manifest{}, upstreamError(err, kindManifest)
+	}
+	c.m.miss(kindManifest)
+	return c.verifyManifest(body, got.MediaType, want)
+}
+
+func (c *Cache) manifest(ctx context.Context, repo Repo, ref string) (Manifest, error) {
 	if strings.Contains(ref, ":") {
 		d, err := v1.NewHash(ref)
 		if err != nil {
@@ -41,6 +92,7 @@ func (c *Cache) manifestByDigest(ctx context.Context, repo Repo, d v1.Hash) (Man
 	m, err := c.loadManifest(ctx, repo, d)
 	if err == nil {
 		c.m.hit(kindManifest)
+		c.touch(ctx, d)
 		return m, nil
 	}
 	if !errors.Is(err, errMiss) {
@@ -58,6 +110,7 @@ func (c *Cache) manifestByDigest(ctx context.Context, repo Repo, d v1.Hash) (Man
 func (c *Cache) manifestByTag(ctx context.Context, repo Repo, tag string) (Manifest, error) {
 	if m, fresh, err := c.cachedTag(ctx, repo, tag); err == nil && fresh {
 		c.m.hit(kindManifest)
+		c.touch(ctx, m.Digest)
 		return m, nil
 	}
 	ans, err := shared(ctx, c, "tag\x00"+repo.String()+"\x00"+tag, func(ctx context.Context) (tagAnswer, error) {
@@ -107,7 +160,12 @@ func (c *Cache) resolveTag(ctx context.Context, repo Repo, tag string) (Manifest
 		return Manifest{}, "miss", err
 	}
 	if err := c.storeManifest(ctx, repo, m); err != nil {
-		return Manifest{}, "miss", err
+		if degradedBy(ctx, err) == "" {
+			return Manifest{}, "miss", err
+		}
+		// Verified bytes in hand: serve them; the tag is recorded by a later request.
+		c.log.Warn("storing a manifest failed; serving it uncached", "repo", repo.String(), "tag", tag, "error", err.Error())
+		return m, "miss", nil
 	}
 	if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: m.Digest, CheckedAt: c.opts.now()}); err != nil {
 		c.log.Warn("recording tag failed", "repo", repo.String(), "tag", tag, "error", err.Error())
@@ -157,7 +215,7 @@ func (c *Cache) cachedTag(ctx context.Context, repo Repo, tag string) (Manifest,
 		return Manifest{}, false, errMiss
 	}
 	if err != nil {
-		return Manifest{}, false, fmt.Errorf("reading tag %s:%s: %w", repo, tag, err)
+		return Manifest{}, false, fmt.Errorf("reading tag %s:%s: %w", repo, tag, metaErr(err))
 	}
 	m, err := c.loadManifest(ctx, repo, t.Digest)
 	if err != nil {
@@ -182,8 +240,11 @@ func (c *Cache) fetchDigest(ctx context.Context, repo Repo, d v1.Hash) (Manifest
 		if err == nil {
 			m, verr := c.verifyManifest(body, desc.MediaType, d)
 			if verr == nil && desc.Digest == d {
-				if err := c.meta.PutManifest(ctx, repo.String(), metadata.Manifest{Digest: d, MediaType: m.MediaType, Size: int64(len(body))}); err != nil {
-					return Manifest{}, fmt.Errorf("linking manifest %s: %w", d, err)
+				if err := c.recordManifest(ctx, repo, m); err != nil {
+					if degradedBy(ctx, err) == "" {
+						return Manifest{}, fmt.Errorf("linking manifest %s: %w", d, err)
+					}
+					c.log.Warn("linking a confirmed manifest failed; serving it unlinked", "digest", d.String(), "repo", repo.String(), "error", err.Error())
 				}
 				return m, nil
 			}
@@ -200,7 +261,10 @@ func (c *Cache) fetchDigest(ctx context.Context, repo Repo, d v1.Hash) (Manifest
 		return Manifest{}, err
 	}
 	if err := c.storeManifest(ctx, repo, m); err != nil {
-		return Manifest{}, err
+		if degradedBy(ctx, err) == "" {
+			return Manifest{}, err
+		}
+		c.log.Warn("storing a manifest failed; serving it uncached", "digest", d.String(), "repo", repo.String(), "error", err.Error())
 	}
 	return m, nil
 }
@@ -242,12 +306,9 @@ func sniffMediaType(body []byte) string {
 // storeManifest commits the verified bytes, then records them (object first, then rows).
 func (c *Cache) storeManifest(ctx context.Context, repo Repo, m Manifest) error {
 	if err := c.putObject(ctx, m.Digest, m.Body); err != nil {
-		return err
+		return blobErr(err)
 	}
-	if err := c.meta.PutManifest(ctx, repo.String(), metadata.Manifest{Digest: m.Digest, MediaType: m.MediaType, Size: int64(len(m.Body))}); err != nil {
-		return fmt.Errorf("recording manifest %s: %w", m.Digest, err)
-	}
-	return nil
+	return c.recordManifest(ctx, repo, m)
 }
 
 func (c *Cache) putObject(ctx context.Context, d v1.Hash, body []byte) error {
@@ -275,7 +336,7 @@ func (c *Cache) loadManifest(ctx context.Context, repo Repo, d v1.Hash) (Manifes
 		return Manifest{}, errMiss
 	}
 	if err != nil {
-		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, err)
+		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, metaErr(err))
 	}
 	body, err := c.readObject(ctx, d)
 	if err == nil && int64(len(body)) == row.Size {
@@ -285,7 +346,7 @@ func (c *Cache) loadManifest(ctx context.Context, repo Repo, d v1.Hash) (Manifes
 		}
 	}
 	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {
-		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, err)
+		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, blobErr(err))
 	}
 	c.heal(ctx, d, "manifest")
 	return Manifest{}, errMiss

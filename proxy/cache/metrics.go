@@ -14,6 +14,7 @@ type metrics struct {
 	bytes       *prometheus.CounterVec
 	fetchedB    prometheus.Counter
 	upstreamReq *prometheus.CounterVec
+	degraded    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inFlight func() float64) (*metrics, error) {
@@ -50,9 +51,13 @@ func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inF
 			Name: "hubcache_upstream_requests_total",
 			Help: "Requests the cache made upstream, by method, kind and result (ok, not_found, unauthorized, rate_limited, unavailable, digest_mismatch, too_large).",
 		}, []string{"method", "kind", "result"}),
+		degraded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hubcache_degraded_requests_total",
+			Help: "Requests answered without a store that failed (passed through or confirmed upstream), by store (metadata, blob_store) and kind.",
+		}, []string{"store", "kind"}),
 	}
 	collectors := []prometheus.Collector{
-		m.hits, m.misses, m.staleServes, m.revalidates, m.heals, m.bytes, m.fetchedB, m.upstreamReq,
+		m.hits, m.misses, m.staleServes, m.revalidates, m.heals, m.bytes, m.fetchedB, m.upstreamReq, m.degraded,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "hubcache_blob_fills_in_flight",
 			Help: "Blob fills from upstream in progress.",
@@ -76,9 +81,12 @@ func (m *metrics) miss(k kind)               { m.misses.WithLabelValues(string(k
 func (m *metrics) stale()                    { m.staleServes.Inc() }
 func (m *metrics) revalidated(result string) { m.revalidates.WithLabelValues(result).Inc() }
 func (m *metrics) healed(k string)           { m.heals.WithLabelValues(k).Inc() }
-func (m *metrics) fetched(n int)             { m.fetchedB.Add(float64(n)) }
-func (m *metrics) servedFromCache(n int)     { m.bytes.WithLabelValues("cache").Add(float64(n)) }
-func (m *metrics) servedFromUpstream(n int)  { m.bytes.WithLabelValues("upstream").Add(float64(n)) }
+func (m *metrics) degradedBy(store string, k kind) {
+	m.degraded.WithLabelValues(store, string(k)).Inc()
+}
+func (m *metrics) fetched(n int)            { m.fetchedB.Add(float64(n)) }
+func (m *metrics) servedFromCache(n int)    { m.bytes.WithLabelValues("cache").Add(float64(n)) }
+func (m *metrics) servedFromUpstream(n int) { m.bytes.WithLabelValues("upstream").Add(float64(n)) }
 func (m *metrics) upstream(method string, k kind, err error) {
 	m.upstreamReq.WithLabelValues(method, string(k), outcome(err)).Inc()
 }
