@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/evict"
 	"github.com/hubcache/hubcache/proxy/imageref"
 	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/proxy/upstream"
@@ -37,6 +38,21 @@ type proxyFlags struct {
 	maxManifestSize int64
 	logLevel        string
 	shutdownTimeout time.Duration
+
+	blobStore     string
+	metadata      string
+	pgMaxConns    int32
+	pgMinConns    int32
+	pgMaxLifetime time.Duration
+	pgMaxIdle     time.Duration
+	pgHealth      time.Duration
+	pgConnect     time.Duration
+	s3Redirect    bool
+	s3RedirectTTL time.Duration
+	maxSize       string
+	retention     time.Duration
+	evictInterval time.Duration
+	cleanupEvery  time.Duration
 }
 
 func newProxyCmd() *cobra.Command {
@@ -47,7 +63,8 @@ func newProxyCmd() *cobra.Command {
 		Long: `Run the pull-through cache. Pull 127.0.0.1:5000/docker.io/<repository>:<tag>; the
 registry API serves /v2/<registry>/<repository>/manifests/<ref> and …/blobs/<digest>, and the
 mirror form /v2/<repository>/… (?ns=docker.io or no ns means docker.io).
-Blobs are kept as files and metadata in SQLite under --data-dir.`,
+By default blobs are kept as files and metadata in SQLite under --data-dir; production uses
+--blob-store s3://… and --metadata postgres://… (see docs/operations.md).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), f) },
 	}
@@ -64,6 +81,20 @@ Blobs are kept as files and metadata in SQLite under --data-dir.`,
 	fl.Int64Var(&f.maxManifestSize, "max-manifest-size", cache.DefaultMaxManifestSize, "largest manifest accepted from upstream, in bytes")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long to let requests in progress finish on SIGINT/SIGTERM")
+	fl.StringVar(&f.blobStore, "blob-store", "", "where blobs are kept: file://DIR or s3://BUCKET[/PREFIX]?endpoint=URL&region=R&path-style=true, credentials from the AWS chain (default: files under --data-dir)")
+	fl.StringVar(&f.metadata, "metadata", "", "metadata store: sqlite://PATH or postgres://USER[:PASSWORD]@HOST:PORT/DB?OPTIONS (default: SQLite under --data-dir)")
+	fl.Int32Var(&f.pgMaxConns, "pg-max-conns", 0, "largest number of Postgres connections (0: pgx default, max(4, CPUs))")
+	fl.Int32Var(&f.pgMinConns, "pg-min-conns", 0, "Postgres connections kept open when idle")
+	fl.DurationVar(&f.pgMaxLifetime, "pg-max-conn-lifetime", 0, "close Postgres connections older than this (0: pgx default, 1h)")
+	fl.DurationVar(&f.pgMaxIdle, "pg-max-conn-idle", 0, "close Postgres connections idle for longer than this (0: pgx default, 30m)")
+	fl.DurationVar(&f.pgHealth, "pg-health-check", 0, "how often idle Postgres connections are checked (0: pgx default, 1m)")
+	fl.DurationVar(&f.pgConnect, "pg-connect-timeout", 5*time.Second, "bound on opening one Postgres connection")
+	fl.BoolVar(&f.s3Redirect, "s3-redirect", false, "answer GETs of cached blobs with a 307 to a presigned S3 URL (clients must reach S3 directly)")
+	fl.DurationVar(&f.s3RedirectTTL, "s3-redirect-ttl", 15*time.Minute, "validity of the presigned URLs of --s3-redirect")
+	fl.StringVar(&f.maxSize, "max-size", "", "cache size budget, e.g. 500GiB; least recently used blobs are evicted above it (empty: no eviction)")
+	fl.DurationVar(&f.retention, "retention", evict.DefaultRetention, "a manifest pulled within this is never evicted, nor anything it references")
+	fl.DurationVar(&f.evictInterval, "evict-interval", evict.DefaultInterval, "time between eviction passes")
+	fl.DurationVar(&f.cleanupEvery, "cleanup-interval", server.DefaultCleanupInterval, "how often abandoned S3 multipart uploads are aborted")
 	return cmd
 }
 
@@ -123,10 +154,14 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
+	storage, err := storageOptions(f)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	srv, err := server.New(ctx, dataDir, ups,
+	opts := append([]server.Option{},
 		server.WithTagTTL(f.tagTTL),
 		server.WithFillTimeout(f.fillTimeout),
 		server.WithUpstreamTimeout(f.upstreamTimeout),
@@ -134,6 +169,7 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		server.WithDockerConfigDir(f.dockerConfig),
 		server.WithLogger(log),
 	)
+	srv, err := server.New(ctx, dataDir, ups, append(opts, storage...)...)
 	if err != nil {
 		return err
 	}
@@ -169,7 +205,8 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	}
 	sort.Strings(names)
 	log.Info("hubcache proxy listening", "listen", f.listen, "metrics_listen", f.metricsListen,
-		"data_dir", dataDir, "upstreams", names, "tag_ttl", f.tagTTL.String(), "version", version)
+		"data_dir", dataDir, "blob_store", blobStoreForLog(f.blobStore), "metadata", metadataKind(f.metadata),
+		"max_size", f.maxSize, "upstreams", names, "tag_ttl", f.tagTTL.String(), "version", version)
 
 	select {
 	case <-ctx.Done():
@@ -185,4 +222,64 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		}
 	}
 	return err
+}
+
+// storageOptions turns the storage, pool, redirect and eviction flags into server options.
+func storageOptions(f proxyFlags) ([]server.Option, error) {
+	opts := []server.Option{
+		server.WithBlobStoreURL(f.blobStore),
+		server.WithMetadataURL(f.metadata),
+		server.WithPostgresPool(server.PostgresPool{
+			MaxConns:        f.pgMaxConns,
+			MinConns:        f.pgMinConns,
+			MaxConnLifetime: f.pgMaxLifetime,
+			MaxConnIdleTime: f.pgMaxIdle,
+			HealthCheck:     f.pgHealth,
+			ConnectTimeout:  f.pgConnect,
+		}),
+		server.WithCleanupInterval(f.cleanupEvery),
+	}
+	if f.pgMaxConns < 0 || f.pgMinConns < 0 || (f.pgMaxConns > 0 && f.pgMinConns > f.pgMaxConns) {
+		return nil, errors.New("--pg-max-conns and --pg-min-conns must be positive, min at most max")
+	}
+	if f.s3Redirect {
+		if !strings.HasPrefix(f.blobStore, "s3://") {
+			return nil, errors.New("--s3-redirect needs --blob-store s3://…")
+		}
+		if f.s3RedirectTTL <= 0 {
+			return nil, errors.New("--s3-redirect-ttl must be positive")
+		}
+		opts = append(opts, server.WithS3Redirect(f.s3RedirectTTL))
+	}
+	if f.maxSize != "" {
+		n, err := evict.ParseSize(f.maxSize)
+		if err != nil {
+			return nil, fmt.Errorf("--max-size: %w", err)
+		}
+		if n <= 0 {
+			return nil, errors.New("--max-size must be positive (leave it empty for no eviction)")
+		}
+		if f.retention <= 0 || f.evictInterval <= 0 {
+			return nil, errors.New("--retention and --evict-interval must be positive")
+		}
+		opts = append(opts, server.WithEviction(server.Eviction{MaxSize: n, Retention: f.retention, Interval: f.evictInterval}))
+	}
+	return opts, nil
+}
+
+// blobStoreForLog names the blob store (URLs of --blob-store hold no secrets).
+func blobStoreForLog(u string) string {
+	if u == "" {
+		return "file (data dir)"
+	}
+	return u
+}
+
+// metadataKind names the metadata store without its DSN, which may hold a password.
+func metadataKind(u string) string {
+	kind, _, ok := strings.Cut(u, "://")
+	if u == "" || !ok {
+		return "sqlite (data dir)"
+	}
+	return kind
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"testing"
+	"time"
 )
 
 func TestUpstreamFlagsAreParsedStrictly(t *testing.T) {
@@ -46,12 +47,55 @@ func TestUpstreamFlagsAreParsedStrictly(t *testing.T) {
 func TestTheProxyCommandHasEveryDocumentedFlag(t *testing.T) {
 	cmd := newProxyCmd()
 	for _, f := range []string{"listen", "metrics-listen", "data-dir", "upstream", "docker-config", "tag-ttl",
-		"fill-timeout", "upstream-timeout", "max-manifest-size", "log-level", "shutdown-timeout"} {
+		"fill-timeout", "upstream-timeout", "max-manifest-size", "log-level", "shutdown-timeout",
+		"blob-store", "metadata", "pg-max-conns", "pg-min-conns", "pg-max-conn-lifetime", "pg-max-conn-idle",
+		"pg-health-check", "pg-connect-timeout", "s3-redirect", "s3-redirect-ttl", "max-size", "retention",
+		"evict-interval", "cleanup-interval"} {
 		if cmd.Flags().Lookup(f) == nil {
 			t.Errorf("no --%s", f)
 		}
 	}
 	if got := cmd.Flags().Lookup("listen").DefValue; got != "127.0.0.1:5000" {
 		t.Errorf("--listen defaults to %s", got)
+	}
+}
+
+func TestStorageFlagsAreCheckedBeforeAnythingOpens(t *testing.T) {
+	base := func() proxyFlags {
+		f := proxyFlags{}
+		f.retention, f.evictInterval, f.s3RedirectTTL = 168*time.Hour, time.Minute, time.Minute
+		return f
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*proxyFlags)
+		bad  bool
+	}{
+		{"the defaults are fine", func(*proxyFlags) {}, false},
+		{"a size budget with units is fine", func(f *proxyFlags) { f.maxSize = "500GiB" }, false},
+		{"a size budget that is not a size is refused", func(f *proxyFlags) { f.maxSize = "lots" }, true},
+		{"a zero budget is refused (empty means no eviction)", func(f *proxyFlags) { f.maxSize = "0" }, true},
+		{"a budget with no retention is refused", func(f *proxyFlags) { f.maxSize = "1GiB"; f.retention = 0 }, true},
+		{"a redirect without S3 is refused", func(f *proxyFlags) { f.s3Redirect = true }, true},
+		{"a redirect with S3 is fine", func(f *proxyFlags) { f.s3Redirect = true; f.blobStore = "s3://bucket?endpoint=http://127.0.0.1:9000" }, false},
+		{"more idle connections than the pool holds are refused", func(f *proxyFlags) { f.pgMaxConns = 2; f.pgMinConns = 3 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := base()
+			tc.edit(&f)
+			_, err := storageOptions(f)
+			if tc.bad != (err != nil) {
+				t.Fatalf("bad=%v, error %v", tc.bad, err)
+			}
+		})
+	}
+}
+
+func TestTheMetadataDSNNeverReachesTheLog(t *testing.T) {
+	if got := metadataKind("postgres://hubcache:s3cret@db:5432/hubcache"); got != "postgres" {
+		t.Fatalf("logged %q", got)
+	}
+	if got := metadataKind(""); got != "sqlite (data dir)" {
+		t.Fatalf("logged %q", got)
 	}
 }

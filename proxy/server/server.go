@@ -14,17 +14,17 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubcache/hubcache/proxy/blobstore"
-	"github.com/hubcache/hubcache/proxy/blobstore/file"
 	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/evict"
 	"github.com/hubcache/hubcache/proxy/imageref"
 	"github.com/hubcache/hubcache/proxy/metadata"
-	"github.com/hubcache/hubcache/proxy/metadata/sqlite"
 	"github.com/hubcache/hubcache/proxy/registry"
 	"github.com/hubcache/hubcache/proxy/upstream"
 )
@@ -49,6 +49,13 @@ type options struct {
 	now             func() time.Time
 	blobs           blobstore.Store
 	meta            metadata.Store
+	blobURL         string
+	metaURL         string
+	pgPool          PostgresPool
+	eviction        Eviction
+	redirectTTL     time.Duration
+	cleanupEvery    time.Duration
+	healthEvery     time.Duration
 }
 
 // WithTagTTL sets how long tags are served without revalidation (default cache.DefaultTagTTL).
@@ -97,6 +104,12 @@ type Server struct {
 	meta     metadata.Store
 	closers  []func() error
 	registry *prometheus.Registry
+	storeUp  *prometheus.GaugeVec
+
+	// stopTasks ends the background tasks (eviction, cleanup, health probes); tasks waits
+	// for them.
+	stopTasks context.CancelFunc
+	tasks     sync.WaitGroup
 }
 
 // New builds the proxy. dataDir holds blobs/ (file store), metadata.db (SQLite) and spool/
@@ -109,6 +122,8 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		maxManifestSize: cache.DefaultMaxManifestSize,
 		logger:          slog.Default(),
 		now:             time.Now,
+		cleanupEvery:    DefaultCleanupInterval,
+		healthEvery:     DefaultHealthInterval,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -135,20 +150,31 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 
 	s.blobs = o.blobs
 	if s.blobs == nil {
-		fs, err := file.New(filepath.Join(dataDir, "blobs"), file.WithLogger(o.logger))
+		bs, err := openBlobStore(ctx, o.blobURL, dataDir, o.logger)
 		if err != nil {
 			return nil, fmt.Errorf("blob store: %w", err)
 		}
-		s.blobs = fs
+		s.blobs = bs
 	}
 	s.meta = o.meta
 	if s.meta == nil {
-		db, err := sqlite.New(ctx, filepath.Join(dataDir, "metadata.db"), sqlite.WithLogger(o.logger))
+		db, err := openMetadata(ctx, o.metaURL, dataDir, o.pgPool, o.logger)
 		if err != nil {
 			return nil, fmt.Errorf("metadata store: %w", err)
 		}
 		s.meta = db
 		s.closers = append(s.closers, db.Close)
+	}
+	evictor, err := newEvictor(&o, s.blobs, s.meta)
+	if err != nil {
+		return nil, err
+	}
+	s.storeUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "hubcache_store_up",
+		Help: "Whether the store answered its last probe (1) or not (0), by store (blob_store, metadata). While one is down the proxy serves in a degraded mode (docs/operations.md).",
+	}, []string{"store"})
+	if err := o.registry.Register(s.storeUp); err != nil {
+		return nil, err
 	}
 
 	canonical := map[string]*url.URL{}
@@ -209,7 +235,15 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		return nil, fmt.Errorf("registry handler: %w", err)
 	}
 	s.api = api
+	if o.redirectTTL > 0 {
+		if _, can := s.blobs.(cache.Presigner); can {
+			s.api = redirectBlobs(c, api, o.redirectTTL)
+		} else {
+			o.logger.Warn("the blob store cannot presign; blob GETs are served through the proxy")
+		}
+	}
 	s.ops = newOpsHandler(o.registry, s.checks)
+	s.startTasks(&o, evictor)
 	ok = true
 	return s, nil
 }
@@ -222,6 +256,38 @@ func (s *Server) OpsHandler() http.Handler { return s.ops }
 
 // Registry is where the Server's metrics are registered.
 func (s *Server) Registry() *prometheus.Registry { return s.registry }
+
+// startTasks runs eviction, abandoned-upload cleanup and store probes until Close.
+func (s *Server) startTasks(o *options, evictor *evict.Evictor) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stopTasks = cancel
+	// Tasks stop before the cache and the stores close.
+	s.closers = append([]func() error{func() error { cancel(); s.tasks.Wait(); return nil }}, s.closers...)
+	if evictor != nil {
+		s.tasks.Go(func() { evictor.Run(ctx) })
+	}
+	if cl, ok := s.blobs.(cleaner); ok && o.cleanupEvery > 0 {
+		// An upload older than the longest fill belongs to a replica that died mid-fill.
+		olderThan := o.fillTimeout + 5*time.Minute
+		s.tasks.Go(func() { runCleanup(ctx, cl, o.cleanupEvery, olderThan, o.logger) })
+	}
+	if o.healthEvery > 0 {
+		s.tasks.Go(func() {
+			t := time.NewTicker(o.healthEvery)
+			defer t.Stop()
+			for {
+				pctx, pcancel := context.WithTimeout(ctx, readyTimeout)
+				s.checks(pctx)
+				pcancel()
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+			}
+		})
+	}
+}
 
 // Ready checks that the blob store and the metadata store answer.
 func (s *Server) Ready(ctx context.Context) error {
@@ -246,10 +312,18 @@ func (s *Server) checks(ctx context.Context) []check {
 	if _, err := s.blobs.Stat(ctx, v1.Hash{Algorithm: "sha256", Hex: probeHex}); err != nil && !errors.Is(err, blobstore.ErrNotFound) {
 		blobErr = err
 	}
-	return []check{
+	cs := []check{
 		{name: "blob_store", err: blobErr},
 		{name: "metadata", err: s.meta.Ping(ctx)},
 	}
+	for _, c := range cs {
+		up := 1.0
+		if c.err != nil {
+			up = 0
+		}
+		s.storeUp.WithLabelValues(c.name).Set(up)
+	}
+	return cs
 }
 
 // Close stops fills in progress and closes the stores the Server opened.
