@@ -45,6 +45,7 @@ type cluster struct {
 	kubectl    string
 	kubeconfig string
 	stop       context.CancelFunc
+	tempDirs   []string // kubeconfig and serving certificate, removed by TestMain
 }
 
 // shared is started by the first test that needs it and stopped by TestMain: starting a
@@ -61,6 +62,9 @@ func TestMain(m *testing.M) {
 		shared.c.stop()
 		if err := shared.c.env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
+		}
+		for _, d := range shared.c.tempDirs {
+			_ = os.RemoveAll(d)
 		}
 	}
 	os.Exit(code)
@@ -97,6 +101,9 @@ func startCluster(assets string) (*cluster, error) {
 				c.stop()
 			}
 			_ = env.Stop()
+			for _, d := range c.tempDirs {
+				_ = os.RemoveAll(d)
+			}
 		}
 	}()
 	if c.client, err = kubernetes.NewForConfig(cfg); err != nil {
@@ -111,6 +118,7 @@ func startCluster(assets string) (*cluster, error) {
 	if err := serving.PrepWithoutInstalling(); err != nil {
 		return nil, fmt.Errorf("webhook serving certificate: %w", err)
 	}
+	c.tempDirs = append(c.tempDirs, serving.LocalServingCertDir)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
 	if err := serveWebhook(ctx, serving); err != nil {
@@ -264,6 +272,7 @@ func (c *cluster) writeKubeconfig() error {
 	if err != nil {
 		return err
 	}
+	c.tempDirs = append(c.tempDirs, dir)
 	c.kubeconfig = filepath.Join(dir, "kubeconfig")
 	return os.WriteFile(c.kubeconfig, kc, 0o600)
 }
