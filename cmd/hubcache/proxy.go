@@ -53,6 +53,8 @@ type proxyFlags struct {
 	retention     time.Duration
 	evictInterval time.Duration
 	cleanupEvery  time.Duration
+
+	fills fillFlags
 }
 
 func newProxyCmd() *cobra.Command {
@@ -95,6 +97,7 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 	fl.DurationVar(&f.retention, "retention", evict.DefaultRetention, "a manifest pulled within this is never evicted, nor anything it references")
 	fl.DurationVar(&f.evictInterval, "evict-interval", evict.DefaultInterval, "time between eviction passes")
 	fl.DurationVar(&f.cleanupEvery, "cleanup-interval", server.DefaultCleanupInterval, "how often abandoned S3 multipart uploads are aborted")
+	addFillFlags(fl, &f.fills)
 	return cmd
 }
 
@@ -158,6 +161,11 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if err != nil {
 		return err
 	}
+	fills, err := fillOption(f.fills, f.listen)
+	if err != nil {
+		return err
+	}
+	storage = append(storage, fills)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 

@@ -23,6 +23,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/evict"
+	"github.com/hubcache/hubcache/proxy/fillcoord"
 	"github.com/hubcache/hubcache/proxy/imageref"
 	"github.com/hubcache/hubcache/proxy/metadata"
 	"github.com/hubcache/hubcache/proxy/registry"
@@ -56,6 +57,7 @@ type options struct {
 	redirectTTL     time.Duration
 	cleanupEvery    time.Duration
 	healthEvery     time.Duration
+	fills           *FillSharing
 }
 
 // WithTagTTL sets how long tags are served without revalidation (default cache.DefaultTagTTL).
@@ -213,7 +215,16 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
 
-	c, err := cache.New(s.blobs, s.meta, up,
+	var cacheUp cache.Upstream = up
+	fc, err := newFillCoordinator(ctx, &o)
+	if err != nil {
+		return nil, err
+	}
+	if fc != nil {
+		s.closers = append(s.closers, func() error { fc.Close(); return nil })
+		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret)
+	}
+	c, err := cache.New(s.blobs, s.meta, cacheUp,
 		cache.WithTagTTL(o.tagTTL),
 		cache.WithFillTimeout(o.fillTimeout),
 		cache.WithMaxManifestSize(o.maxManifestSize),
@@ -241,6 +252,9 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		} else {
 			o.logger.Warn("the blob store cannot presign; blob GETs are served through the proxy")
 		}
+	}
+	if fc != nil {
+		s.api = withFillEndpoint(s.api, c, o.fills.Secret, o.logger)
 	}
 	s.ops = newOpsHandler(o.registry, s.checks)
 	s.startTasks(&o, evictor)

@@ -1,0 +1,103 @@
+package fillcoord
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/cache"
+)
+
+// FillPath is where a replica serves its fills to the others: GET FillPath+"sha256:…"?offset=N.
+const FillPath = "/internal/fills/"
+
+// SizeHeader carries the whole blob's size on fill responses.
+const SizeHeader = "Hubcache-Blob-Size"
+
+// Source is what the fill endpoint serves from: the cache (its fill in progress, else its
+// store; cache.ErrNoFill when it has neither).
+type Source interface {
+	// OpenFill reads d from offset to the end as the bytes arrive; size is the whole blob's.
+	// The reader fails (never ends early) when the fill fails.
+	OpenFill(ctx context.Context, d v1.Hash, offset int64) (size int64, rc io.ReadCloser, err error)
+}
+
+// Handler serves FillPath for the other replicas, to callers that present secret as a Bearer
+// token. An empty secret refuses every request.
+func Handler(src Source, secret string, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if secret == "" || !ok || subtle.ConstantTimeCompare([]byte(token), []byte(secret)) != 1 {
+			http.Error(w, "fill secret required", http.StatusUnauthorized)
+			return
+		}
+		d, err := v1.NewHash(strings.TrimPrefix(r.URL.Path, FillPath))
+		if err != nil {
+			http.Error(w, "bad digest", http.StatusBadRequest)
+			return
+		}
+		offset := int64(0)
+		if v := r.URL.Query().Get("offset"); v != "" {
+			offset, err = strconv.ParseInt(v, 10, 64)
+			if err != nil || offset < 0 {
+				http.Error(w, "bad offset", http.StatusBadRequest)
+				return
+			}
+		}
+		size, rc, err := src.OpenFill(r.Context(), d, offset)
+		switch {
+		case errors.Is(err, cache.ErrNoFill):
+			http.Error(w, "no such fill", http.StatusNotFound)
+			return
+		case err != nil:
+			log.Warn("serving a fill to another replica", "digest", d.String(), "error", err.Error())
+			http.Error(w, "fill failed", http.StatusServiceUnavailable)
+			return
+		}
+		defer rc.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set(SizeHeader, strconv.FormatInt(size, 10))
+		if size >= 0 {
+			w.Header().Set("Content-Length", strconv.FormatInt(size-offset, 10))
+		}
+		w.WriteHeader(http.StatusOK)
+		if _, err := copyFlushing(w, rc); err != nil {
+			// Break the connection so that the follower sees a failure, not an end.
+			panic(http.ErrAbortHandler)
+		}
+	})
+}
+
+// copyFlushing copies src to w, flushing after every read: followers get bytes as they exist.
+func copyFlushing(w http.ResponseWriter, src io.Reader) (int64, error) {
+	rc := http.NewResponseController(w)
+	buf := make([]byte, 256<<10)
+	var total int64
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+			_ = rc.Flush()
+		}
+		if errors.Is(err, io.EOF) {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+}

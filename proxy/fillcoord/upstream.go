@@ -1,0 +1,247 @@
+package fillcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/cache"
+)
+
+// errPeerRefused: the holder rejected our secret; retrying cannot help.
+var errPeerRefused = errors.New("holder refused the fill secret")
+
+// Upstream decorates the cache's upstream client so that a blob fill takes the fill lease
+// first. The holder fetches from upstream as before (the lease is released when the fill
+// closes the body); any other replica confirms the blob with a HEAD (free on Docker Hub, and
+// it proves the repository has it) and then streams the bytes from the holder. When the
+// holder goes away mid-stream, the follower asks for the lease again: it either follows the
+// new holder, or takes the lease and reads the rest from upstream itself. The cache verifies
+// the digest of the whole body as it always does, whatever mix of sources it came from.
+type Upstream struct {
+	cache.Upstream
+	coord  *Coordinator
+	secret string
+	client *http.Client
+	log    *slog.Logger
+}
+
+// NewUpstream wraps up. secret authenticates this replica to the holders' fill endpoints.
+func NewUpstream(up cache.Upstream, coord *Coordinator, secret string) *Upstream {
+	return &Upstream{
+		Upstream: up,
+		coord:    coord,
+		secret:   secret,
+		log:      coord.log,
+		client: &http.Client{Transport: &http.Transport{
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+			// The holder answers once its own upstream answered.
+			ResponseHeaderTimeout: 2 * time.Minute,
+			MaxIdleConnsPerHost:   16,
+		}},
+	}
+}
+
+// GetBlob returns upstream's body (this replica holds the lease) or a body read from the
+// replica that holds it.
+func (u *Upstream) GetBlob(ctx context.Context, registry, repo string, d v1.Hash) (io.ReadCloser, int64, error) {
+	release, addr, err := u.coord.Acquire(ctx, d.String())
+	if err != nil {
+		// Postgres is down: fill uncoordinated rather than fail.
+		u.log.Warn("fill lease unavailable; fetching without coordination", "digest", d.String(), "error", err.Error())
+		return u.Upstream.GetBlob(ctx, registry, repo, d)
+	}
+	if release != nil {
+		return u.holderGet(ctx, registry, repo, d, release)
+	}
+	size, err := u.Upstream.HeadBlob(ctx, registry, repo, d)
+	if err != nil {
+		return nil, -1, err
+	}
+	u.log.Debug("following the fill of another replica", "digest", d.String(), "holder", addr)
+	return &peerBody{u: u, ctx: ctx, registry: registry, repo: repo, d: d, size: size, addr: addr}, size, nil
+}
+
+func (u *Upstream) holderGet(ctx context.Context, registry, repo string, d v1.Hash, release func()) (io.ReadCloser, int64, error) {
+	body, size, err := u.Upstream.GetBlob(ctx, registry, repo, d)
+	if err != nil {
+		release()
+		return nil, -1, err
+	}
+	return &releasingBody{ReadCloser: body, release: release}, size, nil
+}
+
+// releasingBody gives up the lease when the fill is done with the body: the cache closes it
+// after the blob is committed (or the fill failed).
+type releasingBody struct {
+	io.ReadCloser
+	release func()
+}
+
+func (b *releasingBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.release()
+	return err
+}
+
+// peerBody reads a blob from the replica holding its fill, and on a break carries on from the
+// same offset wherever the bytes now are.
+type peerBody struct {
+	u        *Upstream
+	ctx      context.Context
+	registry string
+	repo     string
+	d        v1.Hash
+	size     int64
+	addr     string
+
+	cur  io.ReadCloser
+	read int64
+	// failingSince is when the current run of failures against live holders began.
+	failingSince time.Time
+}
+
+func (b *peerBody) Read(p []byte) (int, error) {
+	for {
+		if b.cur == nil {
+			if err := b.connect(); err != nil {
+				return 0, err
+			}
+		}
+		n, err := b.cur.Read(p)
+		b.read += int64(n)
+		if n > 0 {
+			b.failingSince = time.Time{}
+		}
+		switch {
+		case err == nil:
+			return n, nil
+		case errors.Is(err, io.EOF) && (b.size < 0 || b.read >= b.size):
+			return n, io.EOF
+		case b.addr == "upstream":
+			// This replica's own fetch failed: the fill fails as a direct one would.
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, fmt.Errorf("reading %s from upstream after %d bytes: %w", b.d, b.read, err)
+		}
+		// The holder's stream broke (or ended early): find the bytes elsewhere.
+		b.u.log.Info("fill stream broke; resuming", "digest", b.d.String(), "offset", b.read, "from", b.addr, "error", err.Error())
+		_ = b.cur.Close()
+		b.cur = nil
+		b.addr = ""
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+// connect opens the next source of bytes from b.read on: the current holder's fill
+// endpoint, or upstream once this replica holds the lease (or the holders keep failing).
+func (b *peerBody) connect() error {
+	backoff := 100 * time.Millisecond
+	for {
+		if err := b.ctx.Err(); err != nil {
+			return err
+		}
+		if b.addr == "" {
+			release, addr, err := b.u.coord.Acquire(b.ctx, b.d.String())
+			switch {
+			case err != nil:
+				b.u.log.Warn("fill lease unavailable; resuming from upstream", "digest", b.d.String(), "error", err.Error())
+				return b.fromUpstream(func() {})
+			case release != nil:
+				b.u.log.Info("took over a fill", "digest", b.d.String(), "offset", b.read)
+				return b.fromUpstream(release)
+			}
+			b.addr = addr
+		}
+		err := b.fromPeer()
+		if err == nil {
+			return nil
+		}
+		if b.failingSince.IsZero() {
+			b.failingSince = time.Now()
+		}
+		if errors.Is(err, errPeerRefused) || time.Since(b.failingSince) > 2*b.u.coord.ttl {
+			// A holder that stays alive but cannot serve (bad secret, unreachable address):
+			// do not wait for it forever.
+			b.u.log.Error("cannot read the fill of the replica holding its lease; fetching from upstream", "digest", b.d.String(), "holder", b.addr, "error", err.Error())
+			return b.fromUpstream(func() {})
+		}
+		b.u.log.Debug("holder not answering; asking again", "digest", b.d.String(), "holder", b.addr, "error", err.Error())
+		b.addr = ""
+		select {
+		case <-b.ctx.Done():
+			return b.ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (b *peerBody) fromPeer() error {
+	u := url.URL{Scheme: "http", Host: b.addr, Path: FillPath + b.d.String(), RawQuery: "offset=" + strconv.FormatInt(b.read, 10)}
+	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("fill request to %s: %w", b.addr, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+b.u.secret)
+	resp, err := b.u.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("fill request to %s: %w", b.addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			return fmt.Errorf("%w (%s)", errPeerRefused, b.addr)
+		}
+		return fmt.Errorf("fill request to %s: status %d", b.addr, resp.StatusCode)
+	}
+	if got := resp.Header.Get(SizeHeader); b.size >= 0 && got != strconv.FormatInt(b.size, 10) {
+		_ = resp.Body.Close()
+		return fmt.Errorf("fill request to %s: size %q, want %d", b.addr, got, b.size)
+	}
+	b.cur = resp.Body
+	return nil
+}
+
+// fromUpstream continues from upstream. Upstream is read from the start (the cache's upstream
+// client has no ranges) and the bytes this body already returned are skipped; the cache's
+// digest check covers the joined stream.
+func (b *peerBody) fromUpstream(release func()) error {
+	body, size, err := b.u.Upstream.GetBlob(b.ctx, b.registry, b.repo, b.d)
+	if err != nil {
+		release()
+		return err
+	}
+	if size >= 0 && b.size >= 0 && size != b.size {
+		_ = body.Close()
+		release()
+		return fmt.Errorf("upstream now announces %d bytes for %s, HEAD said %d", size, b.d, b.size)
+	}
+	if _, err := io.CopyN(io.Discard, body, b.read); err != nil {
+		_ = body.Close()
+		release()
+		return fmt.Errorf("skipping %d bytes of %s from upstream: %w", b.read, b.d, err)
+	}
+	b.cur = &releasingBody{ReadCloser: body, release: release}
+	b.addr = "upstream"
+	return nil
+}
+
+func (b *peerBody) Close() error {
+	if b.cur != nil {
+		return b.cur.Close()
+	}
+	return nil
+}

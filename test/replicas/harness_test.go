@@ -1,0 +1,215 @@
+// Package replicas runs several hubcache proxy processes — the real binary — sharing one
+// bucket (MinIO) and one Postgres schema in front of the fake Docker Hub, and checks what
+// many replicas promise: one upstream fetch per blob, nothing partial in the bucket when a
+// replica dies mid-fill, and the node's fallback when the proxy is gone.
+package replicas
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hubcache/hubcache/test/testenv"
+)
+
+// binary is the hubcache binary built once for the package.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hubcache-replicas-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "hubcache")
+	build := exec.Command("go", "build", "-o", binary, "github.com/hubcache/hubcache/cmd/hubcache")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building hubcache:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func baseDSN() string {
+	if v := os.Getenv("HUBCACHE_TEST_POSTGRES"); v != "" {
+		return v
+	}
+	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+}
+
+// freshSchema creates a schema dropped when the test ends and returns a DSN selecting it.
+func freshSchema(t *testing.T) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, baseDSN())
+	if err != nil {
+		testenv.Missing(t, "Postgres", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+	}
+	defer admin.Close(ctx)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "hubcache_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, baseDSN())
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	u, err := url.Parse(baseDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// freePort returns a loopback address nobody listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// process is one hubcache process started by a test.
+type process struct {
+	name    string
+	addr    string // registry API, host:port
+	ops     string // /healthz, /readyz, /metrics
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+}
+
+// URL is the process's registry base URL.
+func (p *process) URL() string { return "http://" + p.addr }
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (p *process) Kill(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+func (p *process) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// start runs `hubcache args…` with env added, waits until its ops listener answers ready, and
+// stops it when the test ends (SIGTERM, then SIGKILL).
+func start(t *testing.T, name string, env []string, args ...string) *process {
+	t.Helper()
+	dir := t.TempDir()
+	p := &process{name: name, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		p.addr, p.ops = freePort(t), freePort(t)
+		full := append([]string{}, args...)
+		full = append(full, "--listen="+p.addr, "--metrics-listen="+p.ops)
+		if args[0] == "proxy" {
+			full = append(full, "--data-dir="+filepath.Join(dir, "data"), "--advertise-addr="+p.addr)
+		}
+		logf, ferr := os.Create(p.logPath)
+		if ferr != nil {
+			t.Fatal(ferr)
+		}
+		p.cmd = exec.Command(binary, full...)
+		p.cmd.Env = append(os.Environ(), env...)
+		p.cmd.Stdout, p.cmd.Stderr = logf, logf
+		if err = p.cmd.Start(); err != nil {
+			t.Fatalf("starting %s: %v", name, err)
+		}
+		p.exited = make(chan struct{})
+		go func(cmd *exec.Cmd, done chan struct{}) {
+			_ = cmd.Wait()
+			_ = logf.Close()
+			close(done)
+		}(p.cmd, p.exited)
+		if err = waitReady(p); err == nil {
+			break
+		}
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	if err != nil {
+		t.Fatalf("%s did not become ready: %v\n%s", name, err, p.log())
+	}
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+			return
+		default:
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("log of %s:\n%s", name, p.log())
+		}
+	})
+	return p
+}
+
+func waitReady(p *process) error {
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("exited")
+		default:
+		}
+		resp, err := http.Get("http://" + p.ops + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("readyz %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("not ready after 30s: %v", last)
+}
