@@ -37,7 +37,10 @@ func newFillCoordinator(ctx context.Context, o *options) (*fillcoord.Coordinator
 		return nil, nil
 	}
 	if o.fills.Advertise == "" {
-		return nil, errors.New("fill sharing: no address to advertise (--advertise-addr, or POD_IP)")
+		// A single replica on Postgres needs no sharing; several without it still work, at
+		// the cost of one upstream fetch per replica for a cold blob.
+		o.logger.Warn("fills are not shared with other replicas: no address to advertise (--advertise-addr, or POD_IP)")
+		return nil, nil
 	}
 	if o.fills.Secret == "" {
 		return nil, errors.New("fill sharing: no fill secret (--fill-secret); replicas would accept anyone's requests for their fills")
