@@ -26,7 +26,7 @@ run: build ## Run the cache on 127.0.0.1:5000 with embedded defaults (files + SQ
 	bin/hubcache proxy --listen 127.0.0.1:5000 --data-dir $(RUN_DATA)
 
 .PHONY: tools
-tools: ## Install or build what the tests need (containerd, skopeo, kube-apiserver, etcd, kubectl, crane, conformance)
+tools: ## Install or build what the tests need (apt packages, kube-apiserver, etcd, kubectl, crane, conformance, MinIO, versitygw)
 	hack/tools.sh all
 
 .PHONY: services
