@@ -190,7 +190,7 @@ func TestAColdBlobIsFetchedOnceVerifiedCommittedAndThenServedFromTheStore(t *tes
 
 func TestBadUpstreamBytesAreNeverCommittedAndTheReaderFails(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
+		name   string
 		break_ func(f *fakeUpstream)
 	}{
 		{"a corrupt body fails the digest check", func(f *fakeUpstream) { f.corrupt = true }},

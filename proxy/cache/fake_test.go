@@ -22,7 +22,7 @@ type fakeUpstream struct {
 	mu        sync.Mutex
 	manifests map[v1.Hash][]byte
 	mediaType map[v1.Hash]string
-	tags      map[string]v1.Hash          // "repo:tag"
+	tags      map[string]v1.Hash // "repo:tag"
 	blobs     map[v1.Hash][]byte
 	repos     map[v1.Hash]map[string]bool // which repositories have a digest
 	calls     map[string]int              // "GET manifest", "HEAD blob", …
