@@ -406,3 +406,27 @@ func TestWithTheBlobStoreDownBlobsPassThroughAndNothingIsCommitted(t *testing.T)
 		t.Fatalf("after the outage: object %v, linked %v", object, isLinked)
 	}
 }
+
+func TestATagServedAfterRevalidationTouchesItsManifest(t *testing.T) {
+	e := newFlakyEnv(t, cache.WithTagTTL(0))
+	ctx := context.Background()
+	md := e.up.tag(app.Path, "v1", "one")
+	if _, err := e.c.Manifest(ctx, app, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.meta.LastAccess(ctx, md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(2 * time.Minute)
+	if _, err := e.c.Manifest(ctx, app, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := e.meta.LastAccess(ctx, md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.After(before) {
+		t.Fatalf("last access %s → %s: a revalidated tag does not count as a use, and eviction would take a manifest pulled every minute", before, after)
+	}
+}

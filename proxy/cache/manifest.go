@@ -129,6 +129,10 @@ func (c *Cache) manifestByTag(ctx context.Context, repo Repo, tag string) (Manif
 	if err != nil {
 		return Manifest{}, err
 	}
+	if ans.outcome != "miss" {
+		// Served from the cache after a revalidation: a use, as far as eviction goes.
+		c.touch(ctx, ans.m.Digest)
+	}
 	return ans.m, nil
 }
 
