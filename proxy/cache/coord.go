@@ -46,3 +46,31 @@ func (c *Cache) OpenFill(ctx context.Context, d v1.Hash, offset int64) (int64, i
 	}
 	return size, rc, nil
 }
+
+// StoredElsewhere is implemented by upstream bodies whose bytes someone else commits to the
+// blob store (proxy/fillcoord: the replica holding the fill, or the body itself after taking
+// the fill over). The fill then writes nothing itself: each cold blob is uploaded once.
+type StoredElsewhere interface {
+	StoredElsewhere() bool
+}
+
+// writerFor is the fill's store writer: none (a pass-through writer) when body is stored
+// elsewhere.
+func (c *Cache) writerFor(ctx context.Context, d v1.Hash, body io.Reader) *fillWriter {
+	if se, ok := body.(StoredElsewhere); ok && se.StoredElsewhere() {
+		return &fillWriter{c: c, d: d}
+	}
+	return c.createForFill(ctx, d)
+}
+
+// committedElsewhere reports whether a body stored elsewhere, now fully read and verified,
+// left the whole object in the store. It may not have: a holder whose store failed passes
+// its bytes through without committing them.
+func (c *Cache) committedElsewhere(ctx context.Context, body io.Reader, d v1.Hash, size int64) bool {
+	se, ok := body.(StoredElsewhere)
+	if !ok || !se.StoredElsewhere() {
+		return false
+	}
+	got, err := c.blobs.Stat(ctx, d)
+	return err == nil && got == size
+}

@@ -102,7 +102,7 @@ func (f *fill) run(ctx context.Context) error {
 		return f.start(-1, "", fmt.Errorf("spooling blob %s: %w", f.digest, err))
 	}
 	defer spool.Close()
-	w := c.createForFill(ctx, f.digest)
+	w := c.writerFor(ctx, f.digest, body)
 	defer func() { w.cancel(context.WithoutCancel(ctx)) }()
 	_ = f.start(size, spool.Name(), nil)
 	log.Debug("blob fill started", "size", size)
@@ -141,7 +141,7 @@ func (f *fill) run(ctx context.Context) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
 		return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
 	}
-	if !w.commit(ctx) {
+	if !w.commit(ctx) && !c.committedElsewhere(ctx, body, f.digest, written) {
 		log.Info("blob passed through without caching", "size", written)
 		return nil
 	}

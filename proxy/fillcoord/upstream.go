@@ -2,8 +2,11 @@ package fillcoord
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net"
@@ -14,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/cache"
 )
 
@@ -31,16 +35,21 @@ type Upstream struct {
 	cache.Upstream
 	coord  *Coordinator
 	secret string
+	store  blobstore.Store
 	client *http.Client
 	log    *slog.Logger
 }
 
 // NewUpstream wraps up. secret authenticates this replica to the holders' fill endpoints.
-func NewUpstream(up cache.Upstream, coord *Coordinator, secret string) *Upstream {
+// store is the shared blob store: a follower's fill then writes nothing (the holder commits the
+// object, or the follower itself when it takes the fill over), so each cold blob is uploaded
+// once. With a nil store every fill writes its own copy.
+func NewUpstream(up cache.Upstream, coord *Coordinator, secret string, store blobstore.Store) *Upstream {
 	return &Upstream{
 		Upstream: up,
 		coord:    coord,
 		secret:   secret,
+		store:    store,
 		log:      coord.log,
 		client: &http.Client{Transport: &http.Transport{
 			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
@@ -229,6 +238,11 @@ func (b *peerBody) fromUpstream(release func()) error {
 		release()
 		return fmt.Errorf("upstream now announces %d bytes for %s, HEAD said %d", size, b.d, b.size)
 	}
+	if b.u.store != nil {
+		// This replica now owes the store the object: it writes all of upstream's bytes, the
+		// skipped ones included, and commits only a verified whole.
+		body = b.u.storing(b.ctx, body, b.d)
+	}
 	if _, err := io.CopyN(io.Discard, body, b.read); err != nil {
 		_ = body.Close()
 		release()
@@ -239,9 +253,75 @@ func (b *peerBody) fromUpstream(release func()) error {
 	return nil
 }
 
+// StoredElsewhere tells the cache not to write this body to the store: when it ends cleanly,
+// the holder (or this body, after a takeover) has committed the object (cache.StoredElsewhere).
+func (b *peerBody) StoredElsewhere() bool { return b.u.store != nil }
+
 func (b *peerBody) Close() error {
 	if b.cur != nil {
 		return b.cur.Close()
 	}
 	return nil
+}
+
+// storing tees body into a new object for d, verified and committed when body ends. Without
+// a writer (the store refused), it only passes the bytes on: the cache then finds no object
+// and serves them uncached.
+func (u *Upstream) storing(ctx context.Context, body io.ReadCloser, d v1.Hash) io.ReadCloser {
+	w, err := u.store.Create(ctx, d)
+	if err != nil {
+		u.log.Warn("cannot store a taken-over fill; passing it through", "digest", d.String(), "error", err.Error())
+		return body
+	}
+	return &storingBody{ctx: ctx, body: body, w: w, h: sha256.New(), d: d, log: u.log}
+}
+
+type storingBody struct {
+	ctx  context.Context
+	body io.ReadCloser
+	w    blobstore.Writer
+	h    hash.Hash
+	d    v1.Hash
+	log  *slog.Logger
+}
+
+func (s *storingBody) Read(p []byte) (int, error) {
+	n, err := s.body.Read(p)
+	if s.w == nil {
+		return n, err
+	}
+	if n > 0 {
+		s.h.Write(p[:n])
+		if _, werr := s.w.Write(p[:n]); werr != nil {
+			s.giveUp("write", werr)
+			return n, err
+		}
+	}
+	if errors.Is(err, io.EOF) {
+		if got := hex.EncodeToString(s.h.Sum(nil)); got != s.d.Hex {
+			// The cache's own check fails the fill too; nothing is committed.
+			s.giveUp("verify", fmt.Errorf("upstream bytes have digest sha256:%s", got))
+			return n, err
+		}
+		if cerr := s.w.Commit(s.ctx); cerr != nil {
+			s.giveUp("commit", cerr)
+			return n, err
+		}
+		s.w = nil
+	}
+	return n, err
+}
+
+// giveUp abandons the object: the bytes still reach the cache, which serves them uncached.
+func (s *storingBody) giveUp(step string, err error) {
+	s.log.Warn("storing a taken-over fill failed; passing it through", "digest", s.d.String(), "step", step, "error", err.Error())
+	_ = s.w.Cancel(context.WithoutCancel(s.ctx))
+	s.w = nil
+}
+
+func (s *storingBody) Close() error {
+	if s.w != nil {
+		_ = s.w.Cancel(context.WithoutCancel(s.ctx))
+	}
+	return s.body.Close()
 }

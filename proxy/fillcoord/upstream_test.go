@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/hubcache/hubcache/proxy/blobstore/file"
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/fillcoord"
 )
@@ -132,7 +133,7 @@ func TestAFollowerStreamsFromTheHolderAndTakesOverWhenTheHolderBreaks(t *testing
 			} else {
 				defer release()
 			}
-			up := fillcoord.NewUpstream(h, follower, tc.followerKey)
+			up := fillcoord.NewUpstream(h, follower, tc.followerKey, nil)
 			got := readAll(t, up, h.d)
 			if !bytes.Equal(got, h.blob) {
 				t.Fatalf("follower read %d bytes that differ from the blob's %d", len(got), len(h.blob))
@@ -149,7 +150,7 @@ func TestTheHolderFetchesFromUpstreamAndReleasesTheLeaseWhenDone(t *testing.T) {
 	h := newHub(t, 4096)
 	a := replica(t, dsn, "a", source{blob: h.blob, failAt: -1}, "k")
 	b := replica(t, dsn, "b", source{blob: h.blob, failAt: -1}, "k")
-	if got := readAll(t, fillcoord.NewUpstream(h, a, "k"), h.d); !bytes.Equal(got, h.blob) {
+	if got := readAll(t, fillcoord.NewUpstream(h, a, "k", nil), h.d); !bytes.Equal(got, h.blob) {
 		t.Fatal("the holder's body differs from upstream's")
 	}
 	if h.getCount() != 1 {
@@ -215,5 +216,37 @@ func TestABreakInTheHoldersStreamIsAnErrorNotAnEnd(t *testing.T) {
 	defer resp.Body.Close()
 	if _, err := io.ReadAll(resp.Body); err == nil {
 		t.Fatal("a stream cut at 1000 of 4096 bytes read without error")
+	}
+}
+
+func TestAFollowerThatTakesOverStoresTheWholeVerifiedBlobItself(t *testing.T) {
+	dsn := freshSchema(t)
+	h := newHub(t, 64<<10)
+	store, err := file.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder := replica(t, dsn, "holder", source{blob: h.blob, failAt: 5000}, "k")
+	follower := replica(t, dsn, "follower", source{blob: h.blob, failAt: -1}, "k")
+	if release, _, err := holder.Acquire(t.Context(), h.d.String()); err != nil || release == nil {
+		t.Fatalf("holder could not take the lease: %v", err)
+	}
+	holder.Close() // dies without releasing
+
+	up := fillcoord.NewUpstream(h, follower, "k", store)
+	rc, _, err := up.GetBlob(t.Context(), "docker.io", "library/x", h.d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if se, ok := rc.(cache.StoredElsewhere); !ok || !se.StoredElsewhere() {
+		t.Fatal("a follower's body does not tell the cache that it is stored elsewhere")
+	}
+	got, err := io.ReadAll(rc)
+	_ = rc.Close()
+	if err != nil || !bytes.Equal(got, h.blob) {
+		t.Fatalf("follower read %d bytes (err %v), want the %d-byte blob", len(got), err, len(h.blob))
+	}
+	if size, err := store.Stat(t.Context(), h.d); err != nil || size != int64(len(h.blob)) {
+		t.Fatalf("after the takeover the store has (%d, %v), want the whole blob", size, err)
 	}
 }

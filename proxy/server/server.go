@@ -222,7 +222,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	}
 	if fc != nil {
 		s.closers = append(s.closers, func() error { fc.Close(); return nil })
-		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret)
+		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret, s.blobs)
 	}
 	c, err := cache.New(s.blobs, s.meta, cacheUp,
 		cache.WithTagTTL(o.tagTTL),
