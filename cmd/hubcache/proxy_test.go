@@ -1,8 +1,25 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/hubcache/hubcache/test/fakehub"
+	"github.com/hubcache/hubcache/test/s3server"
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 func TestUpstreamFlagsAreParsedStrictly(t *testing.T) {
@@ -98,4 +115,126 @@ func TestTheMetadataDSNNeverReachesTheLog(t *testing.T) {
 	if got := metadataKind(""); got != "sqlite (data dir)" {
 		t.Fatalf("logged %q", got)
 	}
+}
+
+// TestTheProxyCommandRunsOnS3AndPostgres runs `hubcache proxy` with the production storage
+// flags (contract) against real MinIO and Postgres, and pulls through it.
+func TestTheProxyCommandRunsOnS3AndPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs MinIO and Postgres")
+	}
+	minio := s3server.Start(t, s3server.MinIO)
+	for _, kv := range minio.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v) // credentials through the standard AWS chain
+	}
+	dsn := testSchema(t)
+	hub := fakehub.New(t)
+	hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 2, 100_000, true))
+	listen, ops := freeAddr(t), freeAddr(t)
+
+	root := newRootCmd()
+	root.SetArgs([]string{"proxy", "--listen", listen, "--metrics-listen", ops, "--data-dir", t.TempDir(),
+		"--upstream", "docker.io=" + hub.URL(), "--docker-config", t.TempDir(), "--log-level", "error",
+		"--blob-store", minio.URL("cmd"), "--metadata", dsn, "--pg-max-conns", "4",
+		"--max-size", "1GiB", "--retention", "1h", "--evict-interval", "1m", "--s3-redirect"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("proxy exited with %v", err)
+		}
+	})
+
+	var ready string
+	for range 300 {
+		resp, err := http.Get("http://" + ops + "/readyz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if ready = string(b); strings.Contains(ready, `"status":"ready"`) {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(ready, `"status":"ready"`) {
+		t.Fatalf("not ready: %q", ready)
+	}
+	for range 2 { // cold, then through the presigned redirects
+		ref, err := name.ParseReference(listen+"/docker.io/library/app:v1", name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := remote.Image(ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := img.RawConfigFile(); err != nil {
+			t.Fatal(err)
+		}
+		layers, err := img.Layers()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range layers {
+			rc, err := l.Compressed()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, rc); err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+		}
+	}
+	if n := hub.Counts().TotalBlobGET(); n != 3 {
+		t.Errorf("upstream blob GETs = %d, want 3 (config and two layers, once)", n)
+	}
+}
+
+// testSchema creates a schema on the test Postgres (HUBCACHE_TEST_POSTGRES or the machine's
+// 127.0.0.1:5432), drops it at the end, and returns a DSN selecting it.
+func testSchema(t *testing.T) string {
+	t.Helper()
+	base := os.Getenv("HUBCACHE_TEST_POSTGRES")
+	if base == "" {
+		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		testenv.Missing(t, "Postgres", "apt-get install postgresql && pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
+	}
+	defer admin.Close(ctx)
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	schema := "hubcache_cmd_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop schema: %v", err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, fmt.Sprintf("DROP SCHEMA %s CASCADE", schema)); err != nil {
+			t.Errorf("drop schema: %v", err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
