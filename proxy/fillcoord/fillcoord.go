@@ -102,6 +102,11 @@ func New(ctx context.Context, dsn, holder, addr string, opts ...Option) (*Coordi
 		pool.Close()
 		return nil, fmt.Errorf("fill coordinator: create table fill_leases: %w", err)
 	}
+	// Leases of replicas that died are taken over when their digest is asked for again; the
+	// rest would stay forever. Any replica starting sweeps them.
+	if _, err := pool.Exec(ctx, `DELETE FROM fill_leases WHERE expires_at < now() - interval '1 hour'`); err != nil {
+		c.log.Warn("sweeping old fill leases failed", "error", err.Error())
+	}
 	return c, nil
 }
 
