@@ -14,6 +14,10 @@ import (
 // ErrNotFound is returned when no committed object exists for a digest.
 var ErrNotFound = errors.New("blob not found")
 
+// ErrInvalidDigest is returned for a digest that is not a well-formed sha256 digest, the
+// only algorithm a store keeps blobs under.
+var ErrInvalidDigest = errors.New("invalid digest: want sha256 with 64 lowercase hex characters")
+
 // Store keeps objects keyed by their digest. An object becomes visible only when its Writer
 // commits: readers never see a partial object. The store does not verify content; the cache
 // verifies digest and size before it commits.

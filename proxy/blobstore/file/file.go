@@ -27,9 +27,6 @@ import (
 // has been open this long belongs to a process that died, not to a slow fill.
 const DefaultStaleAfter = time.Hour
 
-// ErrInvalidDigest is returned for a digest that is not a well-formed sha256 digest.
-var ErrInvalidDigest = errors.New("invalid digest: want sha256 with 64 lowercase hex characters")
-
 // Store keeps objects as files under a root directory.
 type Store struct {
 	blobs      string
@@ -104,7 +101,7 @@ func (s *Store) removeStale() error {
 // hex characters, so no digest can name a path outside the store.
 func (s *Store) path(d v1.Hash) (string, error) {
 	if !validDigest(d) {
-		return "", fmt.Errorf("%w: %q", ErrInvalidDigest, d.Algorithm+":"+d.Hex)
+		return "", fmt.Errorf("%w: %q", blobstore.ErrInvalidDigest, d.Algorithm+":"+d.Hex)
 	}
 	return filepath.Join(s.blobs, d.Hex[:2], d.Hex), nil
 }

@@ -114,7 +114,7 @@ func TestMalformedDigestsNameNoPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := v1.Hash{Algorithm: "sha256", Hex: "../../../victim"}
-	if err := s.Delete(t.Context(), d); !errors.Is(err, file.ErrInvalidDigest) {
+	if err := s.Delete(t.Context(), d); !errors.Is(err, blobstore.ErrInvalidDigest) {
 		t.Errorf("Delete error = %v, want ErrInvalidDigest", err)
 	}
 	if _, err := os.Stat(victim); err != nil {

@@ -54,9 +54,6 @@ const (
 	maxPresignTTL = 7 * 24 * time.Hour
 )
 
-// ErrInvalidDigest is returned for a digest that is not a well-formed sha256 digest.
-var ErrInvalidDigest = errors.New("invalid digest: want sha256 with 64 lowercase hex characters")
-
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // Store keeps objects in one bucket under one prefix.
@@ -163,7 +160,7 @@ func (s *Store) Check(ctx context.Context) error {
 // no input can address a key outside the prefix.
 func (s *Store) key(d v1.Hash) (string, error) {
 	if d.Algorithm != "sha256" || !sha256Hex.MatchString(d.Hex) {
-		return "", fmt.Errorf("s3 blob store: %q: %w", d.String(), ErrInvalidDigest)
+		return "", fmt.Errorf("s3 blob store: %q: %w", d.String(), blobstore.ErrInvalidDigest)
 	}
 	return s.prefix + "blobs/sha256/" + d.Hex[:2] + "/" + d.Hex, nil
 }
