@@ -3,20 +3,16 @@ package evict_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/blobstore/file"
@@ -25,7 +21,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/metadata/metadatatest"
 	"github.com/hubcache/hubcache/proxy/metadata/postgres"
 	"github.com/hubcache/hubcache/proxy/metadata/sqlite"
-	"github.com/hubcache/hubcache/test/testenv"
+	"github.com/hubcache/hubcache/test/pgtest"
 )
 
 const (
@@ -84,56 +80,9 @@ func sqliteEnv(t *testing.T) *env {
 	return &env{name: "sqlite", blobs: newFileStore(t, root), root: root, meta: open(t), replica: open}
 }
 
-func baseDSN() string {
-	if v := os.Getenv("HUBCACHE_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-// freshSchema creates a schema with a random name, drops it when the test ends, and returns a
-// DSN whose search_path selects it (the approach of proxy/metadata/postgres's tests).
-func freshSchema(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, baseDSN())
-	if err != nil {
-		testenv.Missing(t, "Postgres", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "hubcache_evict_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, baseDSN())
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(baseDSN())
-	if err != nil {
-		t.Fatalf("HUBCACHE_TEST_POSTGRES must be a postgres:// URL")
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
 func postgresEnv(t *testing.T) *env {
 	t.Helper()
-	dsn := freshSchema(t)
+	dsn, _ := pgtest.Schema(t, "hubcache_evict_test_")
 	open := func(t *testing.T) metadatatest.EvictingStore {
 		t.Helper()
 		s, err := postgres.New(t.Context(), dsn, postgres.WithMaxConns(4))

@@ -1,66 +1,20 @@
 package fillcoord_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/hubcache/hubcache/proxy/fillcoord"
-	"github.com/hubcache/hubcache/test/testenv"
+	"github.com/hubcache/hubcache/test/pgtest"
 )
-
-func baseDSN() string {
-	if v := os.Getenv("HUBCACHE_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 // freshSchema creates a schema dropped when the test ends and returns a DSN selecting it.
 func freshSchema(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, baseDSN())
-	if err != nil {
-		testenv.Missing(t, "Postgres", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "hubcache_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, baseDSN())
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	u, err := url.Parse(baseDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _ := pgtest.Schema(t, "hubcache_test_")
+	return dsn
 }
 
 func newCoord(t *testing.T, dsn, holder string, ttl time.Duration) *fillcoord.Coordinator {
@@ -172,9 +126,9 @@ func TestBadSettingsAreRefused(t *testing.T) {
 		addr        string
 		opts        []fillcoord.Option
 	}{
-		{name: "a holder without a name", dsn: baseDSN(), addr: "x:1"},
-		{name: "a holder without an address", dsn: baseDSN(), holder: "x"},
-		{name: "a TTL under a second", dsn: baseDSN(), holder: "x", addr: "x:1", opts: []fillcoord.Option{fillcoord.WithTTL(time.Millisecond)}},
+		{name: "a holder without a name", dsn: pgtest.BaseDSN(), addr: "x:1"},
+		{name: "a holder without an address", dsn: pgtest.BaseDSN(), holder: "x"},
+		{name: "a TTL under a second", dsn: pgtest.BaseDSN(), holder: "x", addr: "x:1", opts: []fillcoord.Option{fillcoord.WithTTL(time.Millisecond)}},
 		{name: "a DSN that does not parse, without echoing it", dsn: "postgres://u:secret@[::1", holder: "x", addr: "x:1"},
 	}
 	for _, tc := range cases {

@@ -22,6 +22,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/blobstore/s3"
 	"github.com/hubcache/hubcache/test/fakehub"
+	"github.com/hubcache/hubcache/test/pgtest"
 	"github.com/hubcache/hubcache/test/s3server"
 )
 
@@ -38,7 +39,8 @@ type cluster struct {
 
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{hub: fakehub.New(t), s3: s3server.Start(t, s3server.MinIO), dsn: freshSchema(t)}
+	c := &cluster{hub: fakehub.New(t), s3: s3server.Start(t, s3server.MinIO)}
+	c.dsn, _ = pgtest.Schema(t, "hubcache_test_")
 	blobURL := c.s3.URL("replicas")
 	cfg, err := s3.ParseURL(blobURL)
 	if err != nil {

@@ -1,63 +1,19 @@
 package pglock_test
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/hubcache/hubcache/proxy/evict/pglock"
-	"github.com/hubcache/hubcache/test/testenv"
+	"github.com/hubcache/hubcache/test/pgtest"
 )
-
-func baseDSN() string {
-	if v := os.Getenv("HUBCACHE_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 // schemaDSN returns a DSN selecting a fresh schema, dropped when the test ends.
 func schemaDSN(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, baseDSN())
-	if err != nil {
-		testenv.Missing(t, "Postgres", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "hubcache_pglock_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, baseDSN()); err == nil {
-			defer c.Close(ctx)
-			if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-				t.Errorf("drop schema %s: %v", schema, err)
-			}
-		}
-	})
-	u, err := url.Parse(baseDSN())
-	if err != nil {
-		t.Fatal("HUBCACHE_TEST_POSTGRES must be a postgres:// URL")
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	q.Set("pool_max_conns", "2") // the store's pool settings must not reach the server
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _ := pgtest.Schema(t, "hubcache_pglock_test_")
+	// The store's pool settings must not reach the server.
+	return pgtest.WithParams(t, dsn, map[string]string{"pool_max_conns": "2"})
 }
 
 func mustNew(t *testing.T, dsn string) *pglock.Locker {

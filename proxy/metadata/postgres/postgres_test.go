@@ -2,11 +2,7 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,72 +13,17 @@ import (
 	"github.com/hubcache/hubcache/proxy/metadata"
 	"github.com/hubcache/hubcache/proxy/metadata/metadatatest"
 	"github.com/hubcache/hubcache/proxy/metadata/postgres"
-	"github.com/hubcache/hubcache/test/testenv"
+	"github.com/hubcache/hubcache/test/pgtest"
 )
 
-const defaultDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-func baseDSN() string {
-	if v := os.Getenv("HUBCACHE_TEST_POSTGRES"); v != "" {
-		return v
-	}
-	return defaultDSN
-}
-
-// withParams adds runtime parameters to a URL or key=value DSN.
-func withParams(t *testing.T, dsn string, params map[string]string) string {
-	t.Helper()
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		if err != nil {
-			t.Fatalf("HUBCACHE_TEST_POSTGRES is not a valid URL")
-		}
-		q := u.Query()
-		for k, v := range params {
-			q.Set(k, v)
-		}
-		u.RawQuery = q.Encode()
-		return u.String()
-	}
-	for k, v := range params {
-		dsn += fmt.Sprintf(" %s=%s", k, v)
-	}
-	return dsn
-}
-
 // freshSchema creates a schema with a random name, drops it when the test ends, and returns a
-// DSN whose search_path selects it.
+// DSN whose search_path selects it; the schema's name is also the connection's
+// application_name, so a test can find its own sessions in pg_stat_activity.
 func freshSchema(t *testing.T) (dsn, schema string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, baseDSN())
-	if err != nil {
-		testenv.Missing(t, "Postgres", "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema = "hubcache_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, baseDSN())
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withParams(t, baseDSN(), map[string]string{"search_path": schema, "application_name": schema}), schema
+	dsn, schema = pgtest.Schema(t, "hubcache_test_")
+	return pgtest.WithParams(t, dsn, map[string]string{"application_name": schema}), schema
 }
-
 func newStore(t *testing.T, dsn string, opts ...postgres.Option) *postgres.Store {
 	t.Helper()
 	// A small pool: the conformance subtests run in parallel, each with its own store.
@@ -132,7 +73,7 @@ func TestReplicasMigratingOneFreshSchemaAtOnceAllSucceed(t *testing.T) {
 		t.Errorf("a row written by one replica is not seen by another: %v", err)
 	}
 
-	c, err := pgx.Connect(t.Context(), baseDSN())
+	c, err := pgx.Connect(t.Context(), pgtest.BaseDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +104,7 @@ func TestTheStoreRecoversWhenItsConnectionsAreKilled(t *testing.T) {
 	}
 	wg.Wait()
 
-	admin, err := pgx.Connect(ctx, baseDSN())
+	admin, err := pgx.Connect(ctx, pgtest.BaseDSN())
 	if err != nil {
 		t.Fatal(err)
 	}
