@@ -426,6 +426,12 @@ func (b *syncBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // Tail returns the last n lines.
 func (b *syncBuffer) Tail(n int) string {
 	b.mu.Lock()
