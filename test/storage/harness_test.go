@@ -392,6 +392,16 @@ func (pg *privatePostgres) Stop(t *testing.T) {
 	}
 }
 
+// Crash stops the cluster as a crash would (immediate mode: no shutdown checkpoint; the next
+// Start runs crash recovery).
+func (pg *privatePostgres) Crash(t *testing.T) {
+	t.Helper()
+	out, err := pg.command(filepath.Join(pg.bin, "pg_ctl"), "-D", pg.dir, "-m", "immediate", "-w", "stop").CombinedOutput()
+	if err != nil {
+		t.Fatalf("pg_ctl stop -m immediate: %v\n%s", err, out)
+	}
+}
+
 // startMinIO starts a MinIO server for the test and exposes its credentials through the
 // standard AWS environment, as a deployment would.
 func startMinIO(t *testing.T) *s3server.Server {

@@ -47,8 +47,14 @@ var errCorrupt = errors.New("complete-looking body with wrong bytes")
 // and checks every byte against its digest. It tells a visible failure (a status, a cut
 // transfer) from a corrupt body (errCorrupt), which go-containerregistry would blur.
 func (p *proxy) rawPull(ctx context.Context, repo, ref string) error {
+	return p.rawPullAt(ctx, repo, ref, false)
+}
+
+// rawPullAt is rawPull; a slow client reads blobs 32 KiB at a time with a pause between
+// reads, so that its response (and the store read behind it) is still open when a store stops.
+func (p *proxy) rawPullAt(ctx context.Context, repo, ref string, slow bool) error {
 	base := p.http.URL + "/v2/docker.io/" + repo
-	body, hdr, err := rawGet(ctx, base+"/manifests/"+ref, "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	body, hdr, err := rawGet(ctx, base+"/manifests/"+ref, "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json", false)
 	if err != nil {
 		return fmt.Errorf("manifest %s:%s: %w", repo, ref, err)
 	}
@@ -60,7 +66,7 @@ func (p *proxy) rawPull(ctx context.Context, repo, ref string) error {
 		return fmt.Errorf("manifest %s@%s: %w: body has %s", repo, ref, errCorrupt, got)
 	}
 	var m struct {
-		Config struct{ Digest string } `json:"config"`
+		Config struct{ Digest string }   `json:"config"`
 		Layers []struct{ Digest string } `json:"layers"`
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -71,7 +77,7 @@ func (p *proxy) rawPull(ctx context.Context, repo, ref string) error {
 		blobs = append(blobs, l.Digest)
 	}
 	for _, d := range blobs {
-		body, _, err := rawGet(ctx, base+"/blobs/"+d, "")
+		body, _, err := rawGet(ctx, base+"/blobs/"+d, "", slow)
 		if err != nil {
 			return fmt.Errorf("blob %s of %s: %w", d, repo, err)
 		}
@@ -84,7 +90,7 @@ func (p *proxy) rawPull(ctx context.Context, repo, ref string) error {
 
 // rawGet returns the whole body of a 200 answer; any other status or a transfer that does not
 // end cleanly with its announced length is an error.
-func rawGet(ctx context.Context, url, accept string) ([]byte, http.Header, error) {
+func rawGet(ctx context.Context, url, accept string, slow bool) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, nil, err
@@ -97,7 +103,11 @@ func rawGet(ctx context.Context, url, accept string) ([]byte, http.Header, error
 		return nil, nil, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	var r io.Reader = resp.Body
+	if slow {
+		r = &slowReader{r: resp.Body}
+	}
+	body, err := io.ReadAll(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("status %d, transfer cut after %d bytes: %w", resp.StatusCode, len(body), err)
 	}
@@ -108,6 +118,15 @@ func rawGet(ctx context.Context, url, accept string) ([]byte, http.Header, error
 		return nil, nil, fmt.Errorf("%d of %d bytes", len(body), resp.ContentLength)
 	}
 	return body, resp.Header, nil
+}
+
+// slowReader reads at most 32 KiB at a time and pauses after each read.
+type slowReader struct{ r io.Reader }
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p[:min(len(p), 32<<10)])
+	time.Sleep(2 * time.Millisecond)
+	return n, err
 }
 
 // pullResult is one pull of a storm.
@@ -151,7 +170,7 @@ func (s *storm) run(n int) (stop func()) {
 				r := refs[(i*7+c)%len(refs)]
 				start := s.phase.Load()
 				pctx, pcancel := context.WithTimeout(ctx, 2*time.Minute)
-				err := s.p.rawPull(pctx, r[0], r[1])
+				err := s.p.rawPullAt(pctx, r[0], r[1], c%2 == 1)
 				pcancel()
 				if ctx.Err() != nil {
 					return // stopped mid-pull: not an outcome
@@ -297,7 +316,11 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 	// a transition and failed succeeds on retry.
 	ok, failed := map[int32]int{}, map[int32]int{}
 	var retry []pullResult
+	crossed := 0
 	for _, r := range s.results {
+		if r.start != r.end {
+			crossed++
+		}
 		switch {
 		case r.err == nil:
 			ok[r.start]++
@@ -319,6 +342,7 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 	for ph := phaseBefore; ph <= phaseAfter; ph++ {
 		t.Logf("phase %-8s pulls ok %d, failed visibly then retried ok %d", phaseNames[ph], ok[ph], failed[ph])
 	}
+	t.Logf("pulls in flight across a stop or a start: %d", crossed)
 	t.Logf("5xx answers while clients pulled: %v; upstream blob GETs: %d", during, hub.Counts().TotalBlobGET())
 	t.Logf("fills that could not record their row: %d; blobs passed through uncached: %d",
 		strings.Count(p.logs.String(), "recording blob failed"), strings.Count(p.logs.String(), "blob passed through without caching"))
@@ -383,7 +407,7 @@ func TestPostgresStoppedAndRestartedWhilePullsRun(t *testing.T) {
 
 	s := stormThroughOutage(t, p, hub, outage{
 		store: "metadata",
-		stop:  pg.Stop,
+		stop:  pg.Crash,
 		start: pg.Start,
 		whileDown: func(t *testing.T) {
 			if got := p.metric(t, `hubcache_degraded_requests_total{kind="blob",store="metadata"}`); got == "" {
