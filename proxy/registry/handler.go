@@ -70,7 +70,7 @@ func New(b Backend, opts ...Option) (http.Handler, error) {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t, err := parsePath(r.URL)
 	setRoute(r.Context(), t.route)
-	if t.route == routeUpload || (err == nil && t.route != routeBase && !isRead(r.Method)) {
+	if t.route == RouteUpload || (err == nil && t.route != RouteBase && !isRead(r.Method)) {
 		h.fail(w, r, newError(http.StatusMethodNotAllowed, codeUnsupported, "this registry is a read-only pull-through cache"))
 		return
 	}
@@ -79,7 +79,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch t.route {
-	case routeBase:
+	case RouteBase:
 		if !isRead(r.Method) {
 			h.fail(w, r, newError(http.StatusMethodNotAllowed, codeUnsupported, "method not allowed"))
 			return
@@ -91,9 +91,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			_, _ = io.WriteString(w, "{}")
 		}
-	case routeManifest:
+	case RouteManifest:
 		h.serveManifest(w, r, t)
-	case routeBlob:
+	case RouteBlob:
 		if r.Method == http.MethodHead {
 			h.headBlob(w, r, t)
 			return

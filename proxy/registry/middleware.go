@@ -44,11 +44,11 @@ const (
 
 // requestInfo is filled in by the handler and read by the middleware after it returns.
 type requestInfo struct {
-	route   route
+	route   Route
 	aborted bool
 }
 
-func setRoute(ctx context.Context, r route) {
+func setRoute(ctx context.Context, r Route) {
 	if info, ok := ctx.Value(infoKey).(*requestInfo); ok {
 		info.route = r
 	}
@@ -106,7 +106,7 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func instrument(next http.Handler, log *slog.Logger, m *httpMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &requestInfo{route: routeNotFound}
+		info := &requestInfo{route: RouteNotFound}
 		reqLog := log.With("method", r.Method, "path", r.URL.EscapedPath())
 		ctx := context.WithValue(r.Context(), infoKey, info)
 		ctx = context.WithValue(ctx, loggerKey, reqLog)

@@ -12,24 +12,24 @@ import (
 	"github.com/hubcache/hubcache/proxy/imageref"
 )
 
-// route is what a request path asks for; it also labels the request metrics.
-type route string
+// Route is what a request path asks for; it also labels the request metrics.
+type Route string
 
 const (
-	routeBase        route = "base"
-	routeManifest    route = "manifest"
-	routeBlob        route = "blob"
-	routeUpload      route = "upload"
-	routeTags        route = "tags"
-	routeCatalog     route = "catalog"
-	routeReferrers   route = "referrers"
-	routeNotFound    route = "not_found"
-	routeInvalidName route = "invalid"
+	RouteBase        Route = "base"
+	RouteManifest    Route = "manifest"
+	RouteBlob        Route = "blob"
+	RouteUpload      Route = "upload"
+	RouteTags        Route = "tags"
+	RouteCatalog     Route = "catalog"
+	RouteReferrers   Route = "referrers"
+	RouteNotFound    Route = "not_found"
+	RouteInvalidName Route = "invalid"
 )
 
 // target is a parsed request path.
 type target struct {
-	route route
+	route Route
 	repo  cache.Repo
 	// ref is the manifest reference as sent: a tag or a digest.
 	ref string
@@ -51,23 +51,41 @@ var (
 	sha256Hex    = regexp.MustCompile(`^[a-f0-9]{64}$`)
 )
 
+// Path is a request path under the proxy's rules, for servers that must answer a request
+// exactly as the proxy would without asking it (the node).
+type Path struct {
+	Route Route
+	// Repo is set for RouteManifest and RouteBlob.
+	Repo cache.Repo
+	// Reference is the manifest tag or digest, or the blob digest, as sent.
+	Reference string
+}
+
+// ParsePath applies the proxy's path rules to u without touching the network. A path the
+// proxy refuses gives an *Error carrying the status and OCI code the proxy answers with. An
+// upload path gives RouteUpload and no error: how a write is refused is the caller's choice.
+func ParsePath(u *url.URL) (Path, error) {
+	t, err := parsePath(u)
+	return Path{Route: t.route, Repo: t.repo, Reference: t.ref}, err
+}
+
 // parsePath turns a request URL into a target. It never touches the network: everything
 // invalid is refused here, before the Backend sees it.
 func parsePath(u *url.URL) (target, error) {
 	// Encoded slashes would let one path component smuggle several; refuse them outright.
 	if strings.Contains(strings.ToLower(u.EscapedPath()), "%2f") {
-		return target{route: routeInvalidName}, newError(http.StatusBadRequest, codeNameInvalid, "encoded slash in path")
+		return target{route: RouteInvalidName}, newError(http.StatusBadRequest, codeNameInvalid, "encoded slash in path")
 	}
 	p := u.Path
 	if p == "/v2" || p == "/v2/" {
-		return target{route: routeBase}, nil
+		return target{route: RouteBase}, nil
 	}
 	rest, ok := strings.CutPrefix(p, "/v2/")
 	if !ok {
-		return target{route: routeNotFound}, newError(http.StatusNotFound, codeUnsupported, "not a registry API path")
+		return target{route: RouteNotFound}, newError(http.StatusNotFound, codeUnsupported, "not a registry API path")
 	}
 	if rest == "_catalog" {
-		return target{route: routeCatalog}, newError(http.StatusNotFound, codeUnsupported, "the catalog is not offered by a pull-through cache")
+		return target{route: RouteCatalog}, newError(http.StatusNotFound, codeUnsupported, "the catalog is not offered by a pull-through cache")
 	}
 	parts := strings.Split(rest, "/")
 	n := len(parts)
@@ -75,41 +93,41 @@ func parsePath(u *url.URL) (target, error) {
 	var nameParts []string
 	switch {
 	case n >= 3 && parts[n-3] == "blobs" && parts[n-2] == "uploads":
-		return target{route: routeUpload}, nil
+		return target{route: RouteUpload}, nil
 	case n >= 2 && parts[n-2] == "blobs" && parts[n-1] == "uploads":
-		return target{route: routeUpload}, nil
+		return target{route: RouteUpload}, nil
 	case n >= 3 && parts[n-2] == "manifests":
-		t.route, t.ref, nameParts = routeManifest, parts[n-1], parts[:n-2]
+		t.route, t.ref, nameParts = RouteManifest, parts[n-1], parts[:n-2]
 	case n >= 3 && parts[n-2] == "blobs":
-		t.route, t.ref, nameParts = routeBlob, parts[n-1], parts[:n-2]
+		t.route, t.ref, nameParts = RouteBlob, parts[n-1], parts[:n-2]
 	case n >= 3 && parts[n-2] == "tags" && parts[n-1] == "list":
-		return target{route: routeTags}, newError(http.StatusNotFound, codeUnsupported, "tag listing is not offered by a pull-through cache")
+		return target{route: RouteTags}, newError(http.StatusNotFound, codeUnsupported, "tag listing is not offered by a pull-through cache")
 	case n >= 3 && parts[n-2] == "referrers":
-		return target{route: routeReferrers}, newError(http.StatusNotFound, codeUnsupported, "the referrers API is not offered by a pull-through cache")
+		return target{route: RouteReferrers}, newError(http.StatusNotFound, codeUnsupported, "the referrers API is not offered by a pull-through cache")
 	default:
-		return target{route: routeNotFound}, newError(http.StatusNotFound, codeUnsupported, "not a registry API path")
+		return target{route: RouteNotFound}, newError(http.StatusNotFound, codeUnsupported, "not a registry API path")
 	}
 
 	repo, err := parseName(nameParts, u.Query())
 	if err != nil {
-		t.route = routeInvalidName
+		t.route = RouteInvalidName
 		return t, err
 	}
 	t.repo = repo
 
 	switch t.route {
-	case routeBlob:
+	case RouteBlob:
 		d, err := parseDigest(t.ref)
 		if err != nil {
-			t.route = routeInvalidName
+			t.route = RouteInvalidName
 			return t, err
 		}
 		t.digest, t.byDigest = d, true
-	case routeManifest:
+	case RouteManifest:
 		if strings.Contains(t.ref, ":") {
 			d, err := parseDigest(t.ref)
 			if err != nil {
-				t.route = routeInvalidName
+				t.route = RouteInvalidName
 				return t, err
 			}
 			t.digest, t.byDigest = d, true
