@@ -9,9 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,14 +52,15 @@ var errCorrupt = errors.New("complete-looking body with wrong bytes")
 // and checks every byte against its digest. It tells a visible failure (a status, a cut
 // transfer) from a corrupt body (errCorrupt), which go-containerregistry would blur.
 func (p *proxy) rawPull(ctx context.Context, repo, ref string) error {
-	return p.rawPullAt(ctx, repo, ref, false)
+	return p.rawPullAt(ctx, repo, ref, false, nil)
 }
 
 // rawPullAt is rawPull; a slow client reads blobs 32 KiB at a time with a pause between
 // reads, so that its response (and the store read behind it) is still open when a store stops.
-func (p *proxy) rawPullAt(ctx context.Context, repo, ref string, slow bool) error {
+// reading, when not nil, counts the blob bodies being read.
+func (p *proxy) rawPullAt(ctx context.Context, repo, ref string, slow bool, reading *atomic.Int32) error {
 	base := p.http.URL + "/v2/docker.io/" + repo
-	body, hdr, err := rawGet(ctx, base+"/manifests/"+ref, "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json", false)
+	body, hdr, err := rawGet(ctx, base+"/manifests/"+ref, "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json", false, nil)
 	if err != nil {
 		return fmt.Errorf("manifest %s:%s: %w", repo, ref, err)
 	}
@@ -77,7 +83,7 @@ func (p *proxy) rawPullAt(ctx context.Context, repo, ref string, slow bool) erro
 		blobs = append(blobs, l.Digest)
 	}
 	for _, d := range blobs {
-		body, _, err := rawGet(ctx, base+"/blobs/"+d, "", slow)
+		body, _, err := rawGet(ctx, base+"/blobs/"+d, "", slow, reading)
 		if err != nil {
 			return fmt.Errorf("blob %s of %s: %w", d, repo, err)
 		}
@@ -90,7 +96,7 @@ func (p *proxy) rawPullAt(ctx context.Context, repo, ref string, slow bool) erro
 
 // rawGet returns the whole body of a 200 answer; any other status or a transfer that does not
 // end cleanly with its announced length is an error.
-func rawGet(ctx context.Context, url, accept string, slow bool) ([]byte, http.Header, error) {
+func rawGet(ctx context.Context, url, accept string, slow bool, reading *atomic.Int32) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, nil, err
@@ -103,6 +109,10 @@ func rawGet(ctx context.Context, url, accept string, slow bool) ([]byte, http.He
 		return nil, nil, err
 	}
 	defer resp.Body.Close()
+	if reading != nil && resp.StatusCode == http.StatusOK {
+		reading.Add(1)
+		defer reading.Add(-1)
+	}
 	var r io.Reader = resp.Body
 	if slow {
 		r = &slowReader{r: resp.Body}
@@ -144,6 +154,9 @@ type storm struct {
 	refs  atomic.Pointer[[][2]string]
 
 	warm []image // cached before the storm
+	// warmReading counts the bodies of cached blobs slow clients are reading: the store
+	// is stopped while at least one is open.
+	warmReading atomic.Int32
 
 	mu      sync.Mutex
 	results []pullResult
@@ -170,7 +183,11 @@ func (s *storm) run(n int) (stop func()) {
 				r := refs[(i*7+c)%len(refs)]
 				start := s.phase.Load()
 				pctx, pcancel := context.WithTimeout(ctx, 2*time.Minute)
-				err := s.p.rawPullAt(pctx, r[0], r[1], c%2 == 1)
+				var reading *atomic.Int32
+				if strings.HasPrefix(r[0], "library/warm") {
+					reading = &s.warmReading
+				}
+				err := s.p.rawPullAt(pctx, r[0], r[1], c%2 == 1, reading)
 				pcancel()
 				if ctx.Err() != nil {
 					return // stopped mid-pull: not an outcome
@@ -239,7 +256,7 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 	const clients, perPhase = 4, 16
 	var warm []image
 	for i := range 2 {
-		warm = append(warm, pushImage(t, hub, fmt.Sprintf("library/warm%d", i), "v1", 2, 1<<20))
+		warm = append(warm, pushImage(t, hub, fmt.Sprintf("library/warm%d", i), "v1", 2, 2<<20))
 	}
 	// Cold images per phase, their layers sent slowly so that fills are in flight when the
 	// store goes away and when it comes back.
@@ -264,8 +281,11 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 	stopClients := s.run(clients)
 	defer stopClients()
 
-	// Stop the store once a cold fill is under way.
-	waitFor(t, "a cold fill to start", func() bool {
+	// Stop the store once a cold fill is under way and a cached blob is being read.
+	waitFor(t, "a cold fill to start and a cached blob to be read", func() bool {
+		if s.warmReading.Load() == 0 {
+			return false
+		}
 		c := hub.Counts()
 		for _, img := range cold[0] {
 			for _, d := range img.layers[1:] {
@@ -341,6 +361,13 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 	}
 	for ph := phaseBefore; ph <= phaseAfter; ph++ {
 		t.Logf("phase %-8s pulls ok %d, failed visibly then retried ok %d", phaseNames[ph], ok[ph], failed[ph])
+	}
+	if len(during) > 0 {
+		for _, line := range strings.Split(p.logs.String(), "\n") {
+			if strings.Contains(line, "request failed") && strings.Contains(line, "status=5") {
+				t.Logf("proxy: %s", line)
+			}
+		}
 	}
 	t.Logf("pulls in flight across a stop or a start: %d", crossed)
 	t.Logf("5xx answers while clients pulled: %v; upstream blob GETs: %d", during, hub.Counts().TotalBlobGET())
@@ -437,39 +464,97 @@ func TestPostgresStoppedAndRestartedWhilePullsRun(t *testing.T) {
 }
 
 func TestMinIOStoppedAndRestartedWhilePullsRun(t *testing.T) {
-	hub := fakehub.New(t)
-	minio := startMinIO(t)
-	dsn := freshSchema(t, baseDSN())
-	const prefix = "s3-storm"
-	blobURL := minio.URL(prefix)
-	p := startProxy(t, hub, server.WithBlobStoreURL(blobURL), server.WithMetadataURL(dsn))
-
-	stormThroughOutage(t, p, hub, outage{
-		store: "blob_store",
-		stop: func(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		stop func(t *testing.T, minio *s3server.Server)
+	}{
+		{"MinIO shut down (SIGTERM) while clients pull", func(t *testing.T, minio *s3server.Server) {
 			if err := minio.Stop(); err != nil {
 				t.Fatal(err)
 			}
-		},
-		start: func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := minio.Restart(ctx); err != nil {
+		}},
+		{"MinIO killed (SIGKILL) while clients pull", killMinIO},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hub := fakehub.New(t)
+			minio := startMinIO(t)
+			dsn := freshSchema(t, baseDSN())
+			const prefix = "s3-storm"
+			blobURL := minio.URL(prefix)
+			p := startProxy(t, hub, server.WithBlobStoreURL(blobURL), server.WithMetadataURL(dsn))
+
+			stormThroughOutage(t, p, hub, outage{
+				store: "blob_store",
+				stop:  func(t *testing.T) { tc.stop(t, minio) },
+				start: func(t *testing.T) {
+					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+					defer cancel()
+					if err := minio.Restart(ctx); err != nil {
+						t.Fatal(err)
+					}
+				},
+				whileDown: func(t *testing.T) {
+					if got := p.metric(t, `hubcache_degraded_requests_total{kind="blob",store="blob_store"}`); got == "" {
+						t.Error("no pass-through counted")
+					}
+				},
+			})
+
+			if err := p.srv.Close(); err != nil {
 				t.Fatal(err)
 			}
-		},
-		whileDown: func(t *testing.T) {
-			if got := p.metric(t, `hubcache_degraded_requests_total{kind="blob",store="blob_store"}`); got == "" {
-				t.Error("no pass-through counted")
-			}
-		},
-	})
+			blobs, _ := stores(t, blobURL, dsn)
+			rows := checkNoDanglingRow(t, blobs, dsn)
+			objects := checkObjects(t, minio, prefix)
+			t.Logf("after the storm: %d rows, %d objects, all consistent", rows, objects)
+		})
+	}
+}
 
-	if err := p.srv.Close(); err != nil {
+// killMinIO kills the test's MinIO with SIGKILL, as a crash would: open connections are cut
+// without an answer. s3server only stops gracefully, so the process is found among this test
+// process's own children by its data directory, then Stop reaps it.
+func killMinIO(t *testing.T, minio *s3server.Server) {
+	t.Helper()
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	killed := 0
+	for _, path := range cmdlines {
+		raw, err := os.ReadFile(path)
+		if err != nil || !slices.Contains(strings.Split(string(raw), "\x00"), minio.Dir) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(path)))
+		if err != nil || parentOf(pid) != os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill -9 %d: %v", pid, err)
+		}
+		killed++
+	}
+	if killed != 1 {
+		t.Fatalf("found %d MinIO processes serving %s, want 1", killed, minio.Dir)
+	}
+	if err := minio.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	blobs, _ := stores(t, blobURL, dsn)
-	rows := checkNoDanglingRow(t, blobs, dsn)
-	objects := checkObjects(t, minio, prefix)
-	t.Logf("after the storm: %d rows, %d objects, all consistent", rows, objects)
+}
+
+// parentOf returns the parent process id of pid, or -1.
+func parentOf(pid int) int {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// The fields after the command name (in parentheses, which may hold spaces): state, ppid.
+	rest := string(raw[strings.LastIndexByte(string(raw), ')')+1:])
+	f := strings.Fields(rest)
+	if len(f) < 2 {
+		return -1
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return -1
+	}
+	return ppid
 }
