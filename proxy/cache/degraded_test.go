@@ -108,10 +108,14 @@ func (m *flakyMeta) SetReferences(ctx context.Context, d v1.Hash, children []v1.
 type flakyBlobs struct {
 	*file.Store
 	down atomic.Bool
+	// statsLeft, when statsLimited, is how many more Stat calls succeed: the store dies
+	// between two steps of one request.
+	statsLimited atomic.Bool
+	statsLeft    atomic.Int64
 }
 
 func (b *flakyBlobs) Stat(ctx context.Context, d v1.Hash) (int64, error) {
-	if b.down.Load() {
+	if b.down.Load() || (b.statsLimited.Load() && b.statsLeft.Add(-1) < 0) {
 		return 0, errDown
 	}
 	return b.Store.Stat(ctx, d)

@@ -86,13 +86,30 @@ func (c *Cache) recordManifest(ctx context.Context, repo Repo, m Manifest) error
 }
 
 func (c *Cache) checkRecorded(ctx context.Context, d v1.Hash) error {
-	err := evict.CheckRecorded(ctx, c.blobs, c.meta, d)
+	err := evict.CheckRecorded(ctx, c.blobs, forgetter{c.meta}, d)
 	if errors.Is(err, evict.ErrEvictedDuringFill) {
 		// The bytes in hand are verified and still served; the next pull refetches.
 		c.log.Info("object evicted while it was recorded; forgotten", "digest", d.String())
 		return nil
 	}
-	return err
+	if err != nil {
+		// A failed Forget is already marked a metadata failure; anything else is the blob
+		// store's Stat failing. Either way it is a store failure, so that callers answer in a
+		// degraded mode instead of failing the request (a store going down between the write
+		// of a row and this check must not turn a servable pull into a 500).
+		return blobErr(err)
+	}
+	return nil
+}
+
+// forgetter marks the metadata store's failures to forget as metadata failures.
+type forgetter struct{ meta evict.Forgetter }
+
+func (f forgetter) Forget(ctx context.Context, d v1.Hash) error {
+	if err := f.meta.Forget(ctx, d); err != nil {
+		return metaErr(err)
+	}
+	return nil
 }
 
 // references lists what a manifest points at: an index's manifests, or an image manifest's
