@@ -153,7 +153,8 @@ type storm struct {
 	phase atomic.Int32
 	refs  atomic.Pointer[[][2]string]
 
-	warm []image // cached before the storm
+	warm []image    // cached before the storm
+	cold [3][]image // first pulled before, during and after the outage
 	// warmReading counts the bodies of cached blobs slow clients are reading: the store
 	// is stopped while at least one is open.
 	warmReading atomic.Int32
@@ -276,7 +277,7 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 		}
 	}
 
-	s := &storm{p: p, warm: warm}
+	s := &storm{p: p, warm: warm, cold: cold}
 	s.setRefs(warm, cold[0])
 	stopClients := s.run(clients)
 	defer stopClients()
@@ -457,7 +458,17 @@ func TestPostgresStoppedAndRestartedWhilePullsRun(t *testing.T) {
 	if err := p.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
-	blobs, _ := stores(t, blobURL, dsn)
+	blobs, meta := stores(t, blobURL, dsn)
+	// What was filled while the rows could not be written is recorded by the pulls after.
+	for _, imgs := range s.cold {
+		for _, img := range imgs {
+			for _, d := range img.layers {
+				if !stored(t, blobs, d) || !linked(t, meta, "docker.io/"+img.repo, d) {
+					t.Errorf("blob %s of %s is not stored and linked after recovery", d, img.repo)
+				}
+			}
+		}
+	}
 	rows := checkNoDanglingRow(t, blobs, dsn)
 	objects := checkObjects(t, minio, prefix)
 	t.Logf("after the storm: %d rows, %d objects, all consistent", rows, objects)
