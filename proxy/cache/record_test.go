@@ -2,6 +2,7 @@ package cache_test
 
 import (
 	"bytes"
+	"context"
 	"testing"
 )
 
@@ -20,5 +21,20 @@ func TestABlobStoreDyingWhileAConfirmedBlobIsLinkedStillServesTheBlob(t *testing
 	got, err := e.read(t, app, d)
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("blob while the store died: %d bytes, %v; want it served", len(got), err)
+	}
+}
+
+func TestABlobStoreDyingWhileAConfirmedManifestIsLinkedStillServesTheManifest(t *testing.T) {
+	e := newFlakyEnv(t)
+	d := e.up.tag(other.Path, "v1", "shared")
+	e.up.set(func(f *fakeUpstream) { f.link(app.Path, d) })
+	if _, err := e.c.Manifest(context.Background(), other, d.String()); err != nil {
+		t.Fatal(err)
+	}
+	e.blobs.statsLeft.Store(1)
+	e.blobs.statsLimited.Store(true)
+	m, err := e.c.Manifest(context.Background(), app, d.String())
+	if err != nil || m.Digest != d {
+		t.Fatalf("manifest while the store died: %v; want it served", err)
 	}
 }
