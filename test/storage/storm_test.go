@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -246,6 +247,9 @@ type outage struct {
 	start      func(t *testing.T)
 	whileDown  func(t *testing.T)
 	afterStart func(t *testing.T)
+	// warmLayer is the size of the cached images' layers (default 2 MiB). Larger than what
+	// the sockets buffer, a cached blob's S3 read is still open when S3 is killed.
+	warmLayer int64
 }
 
 // stormThroughOutage runs the common scenario: warm images cached first, then clients pull
@@ -256,8 +260,9 @@ func stormThroughOutage(t *testing.T, p *proxy, hub *fakehub.Hub, o outage) *sto
 	t.Helper()
 	const clients, perPhase = 4, 16
 	var warm []image
+	warmLayer := cmp.Or(o.warmLayer, 2<<20)
 	for i := range 2 {
-		warm = append(warm, pushImage(t, hub, fmt.Sprintf("library/warm%d", i), "v1", 2, 2<<20))
+		warm = append(warm, pushImage(t, hub, fmt.Sprintf("library/warm%d", i), "v1", 2, warmLayer))
 	}
 	// Cold images per phase, their layers sent slowly so that fills are in flight when the
 	// store goes away and when it comes back.
@@ -476,15 +481,17 @@ func TestPostgresStoppedAndRestartedWhilePullsRun(t *testing.T) {
 
 func TestMinIOStoppedAndRestartedWhilePullsRun(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		stop func(t *testing.T, minio *s3server.Server)
+		name      string
+		stop      func(t *testing.T, minio *s3server.Server)
+		warmLayer int64
 	}{
 		{"MinIO shut down (SIGTERM) while clients pull", func(t *testing.T, minio *s3server.Server) {
 			if err := minio.Stop(); err != nil {
 				t.Fatal(err)
 			}
-		}},
-		{"MinIO killed (SIGKILL) while clients pull", killMinIO},
+		}, 0},
+		// Cached layers of 32 MiB: reads from S3 are cut mid-stream by the kill.
+		{"MinIO killed (SIGKILL) while clients pull", killMinIO, 32 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hub := fakehub.New(t)
@@ -495,8 +502,9 @@ func TestMinIOStoppedAndRestartedWhilePullsRun(t *testing.T) {
 			p := startProxy(t, hub, server.WithBlobStoreURL(blobURL), server.WithMetadataURL(dsn))
 
 			stormThroughOutage(t, p, hub, outage{
-				store: "blob_store",
-				stop:  func(t *testing.T) { tc.stop(t, minio) },
+				store:     "blob_store",
+				stop:      func(t *testing.T) { tc.stop(t, minio) },
+				warmLayer: tc.warmLayer,
 				start: func(t *testing.T) {
 					ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 					defer cancel()
