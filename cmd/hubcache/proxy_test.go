@@ -2,24 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/hubcache/hubcache/test/fakehub"
+	"github.com/hubcache/hubcache/test/pgtest"
 	"github.com/hubcache/hubcache/test/s3server"
-	"github.com/hubcache/hubcache/test/testenv"
 )
 
 func TestUpstreamFlagsAreParsedStrictly(t *testing.T) {
@@ -195,46 +189,9 @@ func TestTheProxyCommandRunsOnS3AndPostgres(t *testing.T) {
 	}
 }
 
-// testSchema creates a schema on the test Postgres (HUBCACHE_TEST_POSTGRES or the machine's
-// 127.0.0.1:5432), drops it at the end, and returns a DSN selecting it.
+// testSchema returns a DSN selecting a fresh schema on the test Postgres, dropped at the end.
 func testSchema(t *testing.T) string {
 	t.Helper()
-	base := os.Getenv("HUBCACHE_TEST_POSTGRES")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		testenv.Missing(t, "Postgres", "apt-get install postgresql && pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start")
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	schema := "hubcache_cmd_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop schema: %v", err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, fmt.Sprintf("DROP SCHEMA %s CASCADE", schema)); err != nil {
-			t.Errorf("drop schema: %v", err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
+	dsn, _ := pgtest.Schema(t, "hubcache_cmd_test_")
+	return dsn
 }
