@@ -153,28 +153,42 @@ func (c *Cache) resolveTag(ctx context.Context, repo Repo, tag string) (Manifest
 	case !errors.Is(err, errMiss):
 		return Manifest{}, "", err
 	}
+	m, err := c.leased(ctx, "manifest:"+repo.String()+":"+tag, func(ctx context.Context) (Manifest, error) {
+		m, _, err := c.cachedTag(ctx, repo, tag)
+		return m, err
+	}, func(ctx context.Context) (Manifest, error) {
+		return c.fetchTag(ctx, repo, tag)
+	})
+	return m, "miss", err
+}
 
+// fetchTag fetches a tag that is not cached (unless another replica cached it meanwhile) and
+// records it.
+func (c *Cache) fetchTag(ctx context.Context, repo Repo, tag string) (Manifest, error) {
+	if m, _, err := c.cachedTag(ctx, repo, tag); err == nil || !errors.Is(err, errMiss) {
+		return m, err
+	}
 	body, desc, err := c.up.GetManifest(ctx, repo.Registry, repo.Path, tag)
 	c.m.upstream("GET", kindManifest, err)
 	if err != nil {
-		return Manifest{}, "miss", upstreamError(err, kindManifest)
+		return Manifest{}, upstreamError(err, kindManifest)
 	}
 	m, err := c.verifyManifest(body, desc.MediaType, desc.Digest)
 	if err != nil {
-		return Manifest{}, "miss", err
+		return Manifest{}, err
 	}
 	if err := c.storeManifest(ctx, repo, m); err != nil {
 		if degradedBy(ctx, err) == "" {
-			return Manifest{}, "miss", err
+			return Manifest{}, err
 		}
 		// Verified bytes in hand: serve them; the tag is recorded by a later request.
 		c.log.Warn("storing a manifest failed; serving it uncached", "repo", repo.String(), "tag", tag, "error", err.Error())
-		return m, "miss", nil
+		return m, nil
 	}
 	if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: m.Digest, CheckedAt: c.opts.now()}); err != nil {
 		c.log.Warn("recording tag failed", "repo", repo.String(), "tag", tag, "error", err.Error())
 	}
-	return m, "miss", nil
+	return m, nil
 }
 
 // revalidate asks upstream whether the tag still points at cached's digest.
@@ -228,9 +242,19 @@ func (c *Cache) cachedTag(ctx context.Context, repo Repo, tag string) (Manifest,
 	return m, c.opts.now().Sub(t.CheckedAt) < c.opts.tagTTL, nil
 }
 
-// fetchDigest makes the digest's manifest available under repo: linked from another
-// repository's copy when upstream confirms repo has it (a HEAD), fetched otherwise.
+// fetchDigest makes the digest's manifest available under repo, once across replicas when
+// they are coordinated.
 func (c *Cache) fetchDigest(ctx context.Context, repo Repo, d v1.Hash) (Manifest, error) {
+	return c.leased(ctx, "manifest:"+repo.String()+"@"+d.String(), func(ctx context.Context) (Manifest, error) {
+		return c.loadManifest(ctx, repo, d)
+	}, func(ctx context.Context) (Manifest, error) {
+		return c.fetchDigestNow(ctx, repo, d)
+	})
+}
+
+// fetchDigestNow makes the digest's manifest available under repo: linked from another
+// repository's copy when upstream confirms repo has it (a HEAD), fetched otherwise.
+func (c *Cache) fetchDigestNow(ctx context.Context, repo Repo, d v1.Hash) (Manifest, error) {
 	if m, err := c.loadManifest(ctx, repo, d); err == nil || !errors.Is(err, errMiss) {
 		return m, err
 	}

@@ -325,3 +325,13 @@ func (s *storingBody) Close() error {
 	}
 	return s.body.Close()
 }
+
+// LeaseManifest takes the lease on a manifest fetch (cache.ManifestLeaser): the cache then
+// fetches a cold manifest on one replica, and the others wait for it to appear in the shared
+// metadata. The lease is renewed until release is called.
+func (u *Upstream) LeaseManifest(ctx context.Context, key string) (func(), error) {
+	release, _, err := u.coord.Acquire(ctx, key)
+	return release, err
+}
+
+var _ cache.ManifestLeaser = (*Upstream)(nil)
