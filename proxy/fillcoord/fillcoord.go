@@ -2,7 +2,9 @@
 // from upstream once: a replica takes a fill lease (a row in fill_leases) before it fetches;
 // the others find the live lease and stream the bytes from its holder instead. The holder
 // renews the lease while it fills and deletes it when it is done; a holder that dies stops
-// renewing, the lease expires, and the next replica to ask takes it over.
+// renewing, the lease expires, and the next replica to ask takes it over. The same leases,
+// keyed "manifest:…", let one replica fetch a cold manifest while the others wait for it in
+// the shared metadata (cache.ManifestLeaser).
 //
 // A lease is an optimisation, never a correctness condition: every replica verifies the
 // digest of whatever it serves or stores, so a lost or stolen lease costs at most one extra

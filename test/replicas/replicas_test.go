@@ -148,7 +148,7 @@ func imageBlobs(t *testing.T, img v1.Image) []v1.Hash {
 	return out
 }
 
-func TestSixtyPullsSpreadOverThreeReplicasFetchEachBlobFromUpstreamOnce(t *testing.T) {
+func TestSixtyPullsSpreadOverThreeReplicasFetchEachBlobAndTheManifestFromUpstreamOnce(t *testing.T) {
 	c := newCluster(t, 3)
 	img := fakehub.RandomImage(t, 3, 64<<20, false)
 	c.hub.Push(t, "library/big", "v1", img)
@@ -172,6 +172,11 @@ func TestSixtyPullsSpreadOverThreeReplicasFetchEachBlobFromUpstreamOnce(t *testi
 		if n := counts.BlobGET[d.String()]; n != 1 {
 			t.Errorf("upstream saw %d GETs of blob %s, want 1", n, d)
 		}
+	}
+	// Docker Hub counts manifest GETs against the pull limit: a cold tag costs one, whatever
+	// the number of replicas (the manifest lease).
+	if n := counts.TotalManifestGET(); n != 1 {
+		t.Errorf("upstream saw %d manifest GETs, want 1: %v", n, counts.ManifestGET)
 	}
 	t.Logf("upstream: %d manifest GETs, %d blob GETs, %d blob HEADs", counts.TotalManifestGET(), counts.TotalBlobGET(), counts.TotalBlobHEAD())
 }
