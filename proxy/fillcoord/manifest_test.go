@@ -70,7 +70,10 @@ func TestAColdManifestIsFetchedFromUpstreamOnceAcrossReplicas(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := freshSchema(t)
 			hub := fakehub.New(t)
-			d := hub.Push(t, "library/app", "latest", fakehub.RandomImage(t, 1, 1000, false)).String()
+			md := hub.Push(t, "library/app", "latest", fakehub.RandomImage(t, 1, 1000, false))
+			d := md.String()
+			// A slow upstream: every replica asks while the first fetch is still running.
+			hub.SetDigestMode(md, fakehub.Slow(300*time.Millisecond, 0))
 			blobDir := t.TempDir()
 			replicas := []*cache.Cache{
 				manifestReplica(t, dsn, blobDir, "ra", hub),
