@@ -166,23 +166,7 @@ func TestTheProxyCommandRunsOnS3AndPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := img.RawConfigFile(); err != nil {
-			t.Fatal(err)
-		}
-		layers, err := img.Layers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range layers {
-			rc, err := l.Compressed()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.Copy(io.Discard, rc); err != nil {
-				t.Fatal(err)
-			}
-			rc.Close()
-		}
+		fakehub.ReadAll(t, img)
 	}
 	if n := hub.Counts().TotalBlobGET(); n != 3 {
 		t.Errorf("upstream blob GETs = %d, want 3 (config and two layers, once)", n)

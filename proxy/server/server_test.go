@@ -53,25 +53,7 @@ func pullAll(t *testing.T, ref string) v1.Hash {
 	if err != nil {
 		t.Fatalf("pull %s: %v", ref, err)
 	}
-	if _, err := img.RawConfigFile(); err != nil {
-		t.Fatalf("config of %s: %v", ref, err)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range layers {
-		rc, err := l.Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(io.Discard, rc); err != nil {
-			t.Fatalf("layer of %s: %v", ref, err)
-		}
-		if err := rc.Close(); err != nil {
-			t.Fatalf("layer of %s: %v", ref, err)
-		}
-	}
+	fakehub.ReadAll(t, img)
 	d, err := img.Digest()
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package fakehub
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -205,4 +206,31 @@ func (h *Hub) Blob(t testing.TB, repo string, d v1.Hash) []byte {
 		t.Fatalf("fakehub: blob %s in %s: status %d", d, repo, rec.Code)
 	}
 	return rec.Body.Bytes()
+}
+
+// ReadAll reads img's config and every layer to the end, as a pulling client does, failing
+// the test on any error. go-containerregistry checks each layer's digest at the end of its
+// stream, so a damaged layer fails here.
+func ReadAll(t testing.TB, img v1.Image) {
+	t.Helper()
+	if _, err := img.RawConfigFile(); err != nil {
+		t.Fatalf("fakehub: config: %v", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatalf("fakehub: layers: %v", err)
+	}
+	for _, l := range layers {
+		rc, err := l.Compressed()
+		if err != nil {
+			t.Fatalf("fakehub: layer: %v", err)
+		}
+		_, err = io.Copy(io.Discard, rc)
+		if cerr := rc.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("fakehub: layer: %v", err)
+		}
+	}
 }
