@@ -14,6 +14,7 @@ import (
 	"github.com/hubcache/hubcache/test/fakehub"
 	"github.com/hubcache/hubcache/test/pgtest"
 	"github.com/hubcache/hubcache/test/s3server"
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 func TestUpstreamFlagsAreParsedStrictly(t *testing.T) {
@@ -114,8 +115,8 @@ func TestTheMetadataDSNNeverReachesTheLog(t *testing.T) {
 // TestTheProxyCommandRunsOnS3AndPostgres runs `hubcache proxy` with the production storage
 // flags (contract) against real MinIO and Postgres, and pulls through it.
 func TestTheProxyCommandRunsOnS3AndPostgres(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs MinIO and Postgres")
+	if testing.Short() && !testenv.InCI() {
+		t.Skip("needs MinIO and Postgres (make test runs it)")
 	}
 	minio := s3server.Start(t, s3server.MinIO)
 	for _, kv := range minio.Env() {
