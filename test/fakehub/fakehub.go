@@ -2,7 +2,9 @@
 // behind Docker Hub's Bearer-token challenge and token endpoint. It counts manifest GET/HEAD
 // and blob GET/HEAD requests, sends the ratelimit-* headers Docker Hub sends, and can be
 // switched into failure modes (down, 5xx, 429, 401, corrupt, truncated, slow), globally or for
-// one digest.
+// one digest. Repositories can be made private (WithPrivateRepositories, SetPrivate): as on
+// Docker Hub, the token endpoint still issues an anonymous token, but that token does not
+// grant pull on a private repository and the registry answers 401 for it.
 package fakehub
 
 import (
@@ -49,6 +51,10 @@ type Counts struct {
 	TokenWithCredentials int
 	// Challenged counts /v2/ requests answered 401 with a challenge.
 	Challenged int
+	// Denied counts manifest and blob requests for a private repository made with a token
+	// that does not grant pull on it (answered 401, insufficient_scope), keyed by repository.
+	// They are also counted by method above, and never use the pull limit.
+	Denied map[string]int
 }
 
 // TotalManifestGET is the number of manifest GETs over all repositories and references.
@@ -77,6 +83,7 @@ func newCounts() Counts {
 		ManifestHEAD: map[string]int{},
 		BlobGET:      map[string]int{},
 		BlobHEAD:     map[string]int{},
+		Denied:       map[string]int{},
 	}
 }
 
@@ -94,6 +101,9 @@ func (c Counts) clone() Counts {
 	for k, v := range c.BlobHEAD {
 		out.BlobHEAD[k] = v
 	}
+	for k, v := range c.Denied {
+		out.Denied[k] = v
+	}
 	out.Token, out.TokenWithCredentials, out.Challenged = c.Token, c.TokenWithCredentials, c.Challenged
 	return out
 }
@@ -105,6 +115,20 @@ type Option func(*Hub)
 // token requests get 401, like a private repository on Docker Hub.
 func WithCredentials(username, password string) Option {
 	return func(h *Hub) { h.username, h.password = username, password }
+}
+
+// WithPrivateRepositories makes repos private: only a token requested with these basic-auth
+// credentials grants pull on them. Anonymous token requests still get a token (good for every
+// public repository), as on Docker Hub; a manifest or blob request for a private repository
+// with it is answered 401 UNAUTHORIZED with an insufficient_scope challenge. The same
+// credentials are accepted by the token endpoint for public repositories too.
+func WithPrivateRepositories(username, password string, repos ...string) Option {
+	return func(h *Hub) {
+		h.privUser, h.privPass = username, password
+		for _, r := range repos {
+			h.private[r] = true
+		}
+	}
 }
 
 // WithPullLimit sets the ratelimit-limit to n and enforces it: once n manifest GETs were
@@ -129,7 +153,12 @@ type Hub struct {
 	enforce     bool
 	mode        Mode
 	digestModes map[string]Mode
-	tokens      map[string]bool
+	// tokens maps each issued token to whether it grants pull on private repositories.
+	tokens map[string]bool
+	// private repositories and the credentials that unlock them.
+	private  map[string]bool
+	privUser string
+	privPass string
 	// links records which repositories each blob was pushed to: a blob is served only under
 	// those, as on Docker Hub, so tests can check that the cache does not leak blobs between
 	// repositories.
@@ -146,6 +175,7 @@ func New(t testing.TB, opts ...Option) *Hub {
 		remaining:   100,
 		digestModes: map[string]Mode{},
 		tokens:      map[string]bool{},
+		private:     map[string]bool{},
 		links:       map[string]map[string]bool{},
 	}
 	for _, o := range opts {
@@ -196,6 +226,18 @@ func (h *Hub) SetDigestMode(d v1.Hash, m Mode) {
 		return
 	}
 	h.digestModes[d.String()] = m
+}
+
+// SetPrivate makes repo private (true) or public (false) from now on; tokens already issued
+// keep what they grant. The credentials are those of WithPrivateRepositories.
+func (h *Hub) SetPrivate(repo string, private bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if private {
+		h.private[repo] = true
+		return
+	}
+	delete(h.private, repo)
 }
 
 // RateLimitRemaining is the ratelimit-remaining the hub currently reports.
@@ -266,9 +308,10 @@ func (h *Hub) serveToken(w http.ResponseWriter, r *http.Request, global Mode) {
 		h.counts.TokenWithCredentials++
 	}
 	h.mu.Unlock()
+	privileged := hasBasic && h.privUser != "" && user == h.privUser && pass == h.privPass
 	if global.kind == kindUnauthorized ||
-		(h.username != "" && (!hasBasic || user != h.username || pass != h.password)) ||
-		(h.username == "" && hasBasic) {
+		(h.username != "" && !privileged && (!hasBasic || user != h.username || pass != h.password)) ||
+		(h.username == "" && hasBasic && !privileged) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusUnauthorized)
 		fmt.Fprint(w, `{"details":"incorrect username or password"}`)
@@ -281,7 +324,7 @@ func (h *Hub) serveToken(w http.ResponseWriter, r *http.Request, global Mode) {
 	}
 	tok := hex.EncodeToString(buf)
 	h.mu.Lock()
-	h.tokens[tok] = true
+	h.tokens[tok] = privileged
 	h.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
@@ -292,14 +335,27 @@ func (h *Hub) serveToken(w http.ResponseWriter, r *http.Request, global Mode) {
 	})
 }
 
-func (h *Hub) authorized(r *http.Request) bool {
+// authorized reports whether the request carries a token the hub issued, and whether that
+// token grants pull on private repositories.
+func (h *Hub) authorized(r *http.Request) (known, privileged bool) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
+		return false, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	privileged, known = h.tokens[tok]
+	return known, privileged
+}
+
+// deniedPrivate reports whether req is for a private repository the token does not grant.
+func (h *Hub) deniedPrivate(req request, privileged bool) bool {
+	if privileged || (req.kind != "manifests" && req.kind != "blobs") {
 		return false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.tokens[tok]
+	return h.private[req.repo]
 }
 
 func (h *Hub) challenge(w http.ResponseWriter, req request) {
@@ -324,11 +380,25 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 func (h *Hub) serveV2(w http.ResponseWriter, r *http.Request, global Mode) {
 	req := parsePath(r.URL.Path)
 	h.setRateLimitHeaders(w)
-	if global.kind == kindUnauthorized || !h.authorized(r) {
+	known, privileged := h.authorized(r)
+	if global.kind == kindUnauthorized || !known {
 		h.mu.Lock()
 		h.counts.Challenged++
 		h.mu.Unlock()
 		h.challenge(w, req)
+		return
+	}
+	if h.deniedPrivate(req, privileged) {
+		// Docker Hub answers a token without the pull scope like a missing token, with
+		// error="insufficient_scope" in the challenge; nothing is served, no pull is used.
+		h.count(r.Method, req)
+		h.mu.Lock()
+		h.counts.Denied[req.repo]++
+		h.mu.Unlock()
+		w.Header().Set("WWW-Authenticate", fmt.Sprintf(
+			`Bearer realm="%s/token",service="%s",scope="repository:%s:pull",error="insufficient_scope"`,
+			h.url, Service, req.repo))
+		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

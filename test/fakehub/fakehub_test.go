@@ -289,3 +289,66 @@ func isStatus(err error, code int) bool {
 	var terr *transport.Error
 	return errors.As(err, &terr) && terr.StatusCode == code
 }
+
+func TestPrivateRepositoriesNeedTheirCredentialsWhileAnonymousTokensStillServePublicOnes(t *testing.T) {
+	hub := fakehub.New(t, fakehub.WithPrivateRepositories("acme", "s3cret", "acme/billing"))
+	img := fakehub.RandomImage(t, 1, 64, true)
+	hub.Push(t, "acme/billing", "4.2", img)
+	hub.Push(t, "library/nginx", "1.27", fakehub.RandomImage(t, 1, 64, true))
+	layers, _ := img.Layers()
+	layer, _ := layers[0].Digest()
+
+	// Anonymous: the token is issued, public content is served, the private repository gets
+	// 401 for manifests (HEAD and GET) and blobs.
+	anon := newClient(t, hub)
+	if r := anon.do(t, http.MethodHead, "/v2/library/nginx/manifests/1.27"); r.StatusCode != http.StatusOK {
+		t.Fatalf("anonymous HEAD of a public manifest: %d", r.StatusCode)
+	}
+	for _, c := range []struct{ method, path string }{
+		{http.MethodHead, "/v2/acme/billing/manifests/4.2"},
+		{http.MethodGet, "/v2/acme/billing/manifests/4.2"},
+		{http.MethodGet, "/v2/acme/billing/blobs/" + layer.String()},
+	} {
+		r := anon.do(t, c.method, c.path)
+		if r.StatusCode != http.StatusUnauthorized {
+			t.Errorf("anonymous %s %s: %d, want 401", c.method, c.path, r.StatusCode)
+		}
+		if ch := r.Header.Get("WWW-Authenticate"); !strings.Contains(ch, `error="insufficient_scope"`) {
+			t.Errorf("anonymous %s %s: challenge %q lacks insufficient_scope", c.method, c.path, ch)
+		}
+	}
+	c := hub.Counts()
+	if c.Denied["acme/billing"] != 3 || c.ManifestHEAD["acme/billing:4.2"] != 1 || c.ManifestGET["acme/billing:4.2"] != 1 {
+		t.Errorf("counts after denied requests: denied %v, HEAD %v, GET %v", c.Denied, c.ManifestHEAD, c.ManifestGET)
+	}
+	if got := hub.RateLimitRemaining(); got != 100 {
+		t.Errorf("a denied GET used the pull limit: remaining %d", got)
+	}
+	if _, err := crane.Digest(hub.Ref("acme/billing", "4.2"), crane.Insecure); !isStatus(err, http.StatusUnauthorized) {
+		t.Errorf("anonymous crane: %v, want 401", err)
+	}
+
+	// Wrong credentials get no token at all; the right ones reach private and public content.
+	wrong := crane.WithAuth(&authn.Basic{Username: "acme", Password: "nope"})
+	if _, err := crane.Digest(hub.Ref("acme/billing", "4.2"), crane.Insecure, wrong); !isStatus(err, http.StatusUnauthorized) {
+		t.Errorf("wrong credentials: %v, want 401", err)
+	}
+	right := crane.WithAuth(&authn.Basic{Username: "acme", Password: "s3cret"})
+	for _, repo := range []string{"acme/billing", "library/nginx"} {
+		pulled, err := crane.Pull(hub.Ref(repo, map[string]string{"acme/billing": "4.2", "library/nginx": "1.27"}[repo]), crane.Insecure, right)
+		if err != nil {
+			t.Fatalf("pull %s with credentials: %v", repo, err)
+		}
+		fakehub.ReadAll(t, pulled)
+	}
+
+	// Made public at run time, the anonymous token is good for it.
+	hub.SetPrivate("acme/billing", false)
+	if r := anon.do(t, http.MethodHead, "/v2/acme/billing/manifests/4.2"); r.StatusCode != http.StatusOK {
+		t.Errorf("after SetPrivate(false): anonymous HEAD %d, want 200", r.StatusCode)
+	}
+	hub.SetPrivate("acme/billing", true)
+	if r := anon.do(t, http.MethodHead, "/v2/acme/billing/manifests/4.2"); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("after SetPrivate(true): anonymous HEAD %d, want 401", r.StatusCode)
+	}
+}
