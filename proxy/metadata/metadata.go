@@ -57,6 +57,12 @@ type Store interface {
 	// point at it): used when the object turns out to be missing from the blob store.
 	Forget(ctx context.Context, d v1.Hash) error
 
+	// GetVisibility returns the last recorded visibility of repo, or ErrNotFound.
+	GetVisibility(ctx context.Context, repo string) (RepositoryVisibility, error)
+	// PutVisibility records (or replaces) the visibility of repo. Replicas sharing the
+	// store share the answer.
+	PutVisibility(ctx context.Context, repo string, v RepositoryVisibility) error
+
 	// Ping checks that the store is reachable.
 	Ping(ctx context.Context) error
 	Close() error

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) metadata.Store) {
 		{"a forgotten digest can be recorded again", testForgetThenPut},
 		{"invalid input is rejected", testInvalid},
 		{"many goroutines read and write at once", testConcurrency},
+		{"a repository's visibility is recorded, replaced and kept per repository", testVisibility},
 		{"ping answers", testPing},
 	}
 	for _, tc := range tests {

@@ -361,3 +361,34 @@ func (s *Store) Close() error {
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return s.retry(ctx, func() error { return pgx.BeginFunc(ctx, s.pool, fn) })
 }
+
+// GetVisibility returns the last recorded visibility of repo.
+func (s *Store) GetVisibility(ctx context.Context, repo string) (metadata.RepositoryVisibility, error) {
+	var vis string
+	var checked time.Time
+	err := s.retry(ctx, func() error {
+		return s.pool.QueryRow(ctx, `SELECT visibility, checked_at FROM repository_visibility WHERE repository = $1`,
+			repo).Scan(&vis, &checked)
+	})
+	if err != nil {
+		return metadata.RepositoryVisibility{}, notFound("get visibility of "+repo, err)
+	}
+	return metadata.RepositoryVisibility{Visibility: metadata.Visibility(vis), CheckedAt: checked.UTC()}, nil
+}
+
+// PutVisibility records or replaces the visibility of repo.
+func (s *Store) PutVisibility(ctx context.Context, repo string, v metadata.RepositoryVisibility) error {
+	if err := metadata.CheckVisibility(repo, v); err != nil {
+		return fmt.Errorf("put visibility of %s: %w", repo, err)
+	}
+	err := s.retry(ctx, func() error {
+		_, err := s.pool.Exec(ctx, `INSERT INTO repository_visibility (repository, visibility, checked_at) VALUES ($1, $2, $3)
+			ON CONFLICT (repository) DO UPDATE SET visibility = excluded.visibility, checked_at = excluded.checked_at`,
+			repo, string(v.Visibility), v.CheckedAt.UTC())
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put visibility of %s: %w", repo, err)
+	}
+	return nil
+}

@@ -291,3 +291,29 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	}
 	return nil
 }
+
+// GetVisibility returns the last recorded visibility of repo.
+func (s *Store) GetVisibility(ctx context.Context, repo string) (metadata.RepositoryVisibility, error) {
+	var vis string
+	var checked int64
+	err := s.db.QueryRowContext(ctx, `SELECT visibility, checked_at FROM repository_visibility WHERE repository = ?`,
+		repo).Scan(&vis, &checked)
+	if err != nil {
+		return metadata.RepositoryVisibility{}, notFound("get visibility of "+repo, err)
+	}
+	return metadata.RepositoryVisibility{Visibility: metadata.Visibility(vis), CheckedAt: time.UnixMicro(checked).UTC()}, nil
+}
+
+// PutVisibility records or replaces the visibility of repo.
+func (s *Store) PutVisibility(ctx context.Context, repo string, v metadata.RepositoryVisibility) error {
+	if err := metadata.CheckVisibility(repo, v); err != nil {
+		return fmt.Errorf("put visibility of %s: %w", repo, err)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO repository_visibility (repository, visibility, checked_at) VALUES (?, ?, ?)
+		ON CONFLICT (repository) DO UPDATE SET visibility = excluded.visibility, checked_at = excluded.checked_at`,
+		repo, string(v.Visibility), v.CheckedAt.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("put visibility of %s: %w", repo, err)
+	}
+	return nil
+}
