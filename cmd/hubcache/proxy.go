@@ -23,6 +23,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/imageref"
 	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/proxy/upstream"
+	"github.com/hubcache/hubcache/proxy/visibility"
 )
 
 // proxyFlags are the proxy command's settings, each also a HUBCACHE_… variable.
@@ -53,6 +54,9 @@ type proxyFlags struct {
 	retention     time.Duration
 	evictInterval time.Duration
 	cleanupEvery  time.Duration
+
+	visibilityTTL time.Duration
+	allowPrivate  []string
 
 	fills fillFlags
 }
@@ -97,6 +101,8 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 	fl.DurationVar(&f.retention, "retention", evict.DefaultRetention, "a manifest pulled within this is never evicted, nor anything it references")
 	fl.DurationVar(&f.evictInterval, "evict-interval", evict.DefaultInterval, "time between eviction passes")
 	fl.DurationVar(&f.cleanupEvery, "cleanup-interval", server.DefaultCleanupInterval, "how often abandoned S3 multipart uploads are aborted")
+	fl.DurationVar(&f.visibilityTTL, "visibility-ttl", visibility.DefaultTTL, "how long a repository's public/private answer (an anonymous upstream HEAD) is trusted before it is checked again")
+	fl.StringArrayVar(&f.allowPrivate, "allow-private", nil, "glob patterns on REGISTRY/REPOSITORY (e.g. docker.io/acme/*) served even when not public upstream, with the proxy's credentials, to anyone who reaches the proxy (repeatable or comma-separated; see docs/private-images.md)")
 	addFillFlags(fl, &f.fills)
 	return cmd
 }
@@ -133,6 +139,20 @@ func parseUpstreams(values []string) (map[string]*url.URL, error) {
 	return out, nil
 }
 
+// allowPatterns splits --allow-private values on commas (how HUBCACHE_ALLOW_PRIVATE lists
+// more than one) and drops blanks.
+func allowPatterns(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -149,6 +169,12 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	ups, err := parseUpstreams(f.upstreams)
 	if err != nil {
 		return err
+	}
+	if err := visibility.ValidatePatterns(allowPatterns(f.allowPrivate)); err != nil {
+		return fmt.Errorf("--allow-private: %w", err)
+	}
+	if f.visibilityTTL <= 0 {
+		return errors.New("--visibility-ttl must be positive")
 	}
 	if f.maxManifestSize <= 0 {
 		return errors.New("--max-manifest-size must be positive")
@@ -176,6 +202,8 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		server.WithMaxManifestSize(f.maxManifestSize),
 		server.WithDockerConfigDir(f.dockerConfig),
 		server.WithLogger(log),
+		server.WithVisibilityTTL(f.visibilityTTL),
+		server.WithAllowPrivate(allowPatterns(f.allowPrivate)...),
 	)
 	srv, err := server.New(ctx, dataDir, ups, append(opts, storage...)...)
 	if err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"time"
@@ -13,11 +14,12 @@ import (
 
 // redirectBlobs answers GET …/blobs/<digest> with a 307 to a presigned store URL when the blob
 // is cached for the repository (same scoping as a served blob); everything else, and any blob
-// that is not cached yet or whose store fails, goes to next, which serves it as usual.
-func redirectBlobs(c *cache.Cache, next http.Handler, ttl time.Duration) http.Handler {
+// that is not cached yet or whose store fails, goes to next, which serves it as usual. A
+// repository that authorize refuses is never redirected: next answers it with the refusal.
+func redirectBlobs(c *cache.Cache, next http.Handler, ttl time.Duration, authorize func(context.Context, cache.Repo) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
-			if repo, d, ok := blobTarget(r); ok {
+			if repo, d, ok := blobTarget(r); ok && authorize(r.Context(), repo) == nil {
 				if u, ok := c.BlobURL(r.Context(), repo, d, ttl); ok {
 					w.Header().Set("Docker-Content-Digest", d.String())
 					http.Redirect(w, r, u, http.StatusTemporaryRedirect)

@@ -28,6 +28,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/metadata"
 	"github.com/hubcache/hubcache/proxy/registry"
 	"github.com/hubcache/hubcache/proxy/upstream"
+	"github.com/hubcache/hubcache/proxy/visibility"
 )
 
 // DefaultUpstreams is where registries are fetched from unless configured: Docker Hub only.
@@ -58,6 +59,8 @@ type options struct {
 	cleanupEvery    time.Duration
 	healthEvery     time.Duration
 	fills           *FillSharing
+	visibilityTTL   time.Duration
+	allowPrivate    []string
 }
 
 // WithTagTTL sets how long tags are served without revalidation (default cache.DefaultTagTTL).
@@ -214,6 +217,11 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	if err != nil {
 		return nil, fmt.Errorf("upstream client: %w", err)
 	}
+	// Credentials raise the rate limit; they never widen what is served (docs/private-images.md).
+	vis, err := newVisibility(&o, canonical, s.meta, upOpts)
+	if err != nil {
+		return nil, err
+	}
 
 	var cacheUp cache.Upstream = up
 	fc, err := newFillCoordinator(ctx, &o)
@@ -241,18 +249,19 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	// The cache goes first on Close: its fills write to the stores.
 	s.closers = append([]func() error{c.Close}, s.closers...)
 
-	api, err := registry.New(c, registry.WithLogger(o.logger), registry.WithRegisterer(o.registry))
+	api, err := registry.New(visibility.Guard(c, vis), registry.WithLogger(o.logger), registry.WithRegisterer(o.registry))
 	if err != nil {
 		return nil, fmt.Errorf("registry handler: %w", err)
 	}
 	s.api = api
 	if o.redirectTTL > 0 {
 		if _, can := s.blobs.(cache.Presigner); can {
-			s.api = redirectBlobs(c, api, o.redirectTTL)
+			s.api = redirectBlobs(c, api, o.redirectTTL, vis.Authorize)
 		} else {
 			o.logger.Warn("the blob store cannot presign; blob GETs are served through the proxy")
 		}
 	}
+	s.api = withVisibilityEndpoint(s.api, vis, o.logger)
 	if fc != nil {
 		s.api = withFillEndpoint(s.api, c, o.fills.Secret, o.logger)
 	}
