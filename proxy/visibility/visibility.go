@@ -72,6 +72,9 @@ type Answer struct {
 	CheckedAt time.Time
 	// Stale is set when the answer is older than the TTL and upstream could not confirm it.
 	Stale bool
+	// NotConfigured is set when the registry is not one the proxy fetches from: there is
+	// nothing to protect, and the cache itself answers NAME_UNKNOWN.
+	NotConfigured bool
 }
 
 // Prober asks upstream for a manifest anonymously; upstream.Client built with an anonymous
@@ -213,7 +216,7 @@ func (c *Checker) Authorize(ctx context.Context, repo cache.Repo) error {
 	}
 	a := c.Lookup(ctx, repo)
 	switch {
-	case a.Served:
+	case a.Served, a.NotConfigured:
 		return nil
 	case a.Visibility == Private:
 		c.refused.WithLabelValues("private-repository").Inc()
@@ -228,9 +231,12 @@ func (c *Checker) Authorize(ctx context.Context, repo cache.Repo) error {
 // older than the TTL. It never fails: an answer that cannot be had is Unknown.
 func (c *Checker) Lookup(ctx context.Context, repo cache.Repo) Answer {
 	v, ok, stale := c.known(ctx, repo)
+	notConfigured := false
 	if !ok || stale {
 		fresh, err := c.refresh(ctx, repo)
 		switch {
+		case errors.Is(err, upstream.ErrUnknownRegistry):
+			notConfigured = true
 		case err == nil:
 			v, ok, stale = fresh, true, false
 		case ok:
@@ -240,7 +246,7 @@ func (c *Checker) Lookup(ctx context.Context, repo cache.Repo) Answer {
 			c.log.Warn("visibility check failed and nothing is known; refusing the repository", "repository", repo.String(), "error", err)
 		}
 	}
-	a := Answer{Repo: repo, Visibility: Unknown}
+	a := Answer{Repo: repo, Visibility: Unknown, NotConfigured: notConfigured}
 	if ok {
 		a.Visibility, a.CheckedAt, a.Stale = State(v.Visibility), v.CheckedAt, stale
 	}
