@@ -61,14 +61,10 @@ func (t *transports) get(ctx context.Context, up Upstream, repository string) (h
 	if err != nil {
 		return nil, err
 	}
-	auth, err := authn.Resolve(ctx, t.keychain, registryResource(up.Registry))
+	// Credentials only for repositories anonymous upstream serves (visibility.go).
+	rt, err := pullTransport(ctx, up, reg, t.keychain, t.base, repository)
 	if err != nil {
-		return nil, fmt.Errorf("credentials for %s: %w", up.Registry, err)
-	}
-	scope := reg.Repo(repository).Scope(transport.PullScope)
-	rt, err := transport.NewWithContext(ctx, reg, auth, t.base, []string{scope})
-	if err != nil {
-		return nil, fmt.Errorf("authenticating to %s for %s: %w", up.URL.Host, repository, err)
+		return nil, err
 	}
 
 	t.mu.Lock()

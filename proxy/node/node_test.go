@@ -513,33 +513,53 @@ func TestAClientHelloWithoutNewlineIsAnsweredAtOnce(t *testing.T) {
 	}
 }
 
-func TestFallbackUsesDockerConfigCredentials(t *testing.T) {
-	f := newFixture(t, fakehub.WithCredentials("alice", "s3cret"))
+func TestFallbackUsesDockerConfigCredentialsOnlyForPublicRepositories(t *testing.T) {
+	f := newFixture(t, fakehub.WithPrivateRepositories("alice", "s3cret", "alice/private"))
+	f.hub.Push(t, "alice/private", "v1", f.img)
 	f.proxy.stop()
-	path := "/v2/docker.io/library/nginx/manifests/1.27"
+	public := "/v2/docker.io/library/nginx/manifests/1.27"
+	private := "/v2/docker.io/alice/private/manifests/v1"
+	dir := t.TempDir()
+	auth := base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
+	cfg := `{"auths":{"https://index.docker.io/v1/":{"auth":"` + auth + `"}}}`
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withCreds := node.WithKeychain(node.DockerConfigKeychain(dir))
 
-	t.Run("without credentials upstream refuses and the node answers DENIED", func(t *testing.T) {
+	t.Run("without credentials a private repository is refused with DENIED", func(t *testing.T) {
 		n := startNode(t, f.proxy.URL(), f.upstreams(t))
-		got := do(t, "GET", n.url+path, manifestAccept)
+		got := do(t, "GET", n.url+private, manifestAccept)
 		if got.status != http.StatusForbidden || !strings.Contains(string(got.body), "DENIED") {
 			t.Fatalf("status %d; want 403 DENIED (body %s)", got.status, got.body)
 		}
 	})
-	t.Run("Docker Hub's config key is used for docker.io", func(t *testing.T) {
-		dir := t.TempDir()
-		auth := base64.StdEncoding.EncodeToString([]byte("alice:s3cret"))
-		cfg := `{"auths":{"https://index.docker.io/v1/":{"auth":"` + auth + `"}}}`
-		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	t.Run("Docker Hub's config key is used for a public docker.io repository", func(t *testing.T) {
 		f.hub.Reset()
-		n := startNode(t, f.proxy.URL(), f.upstreams(t), node.WithKeychain(node.DockerConfigKeychain(dir)))
-		got := do(t, "GET", n.url+path, manifestAccept)
+		n := startNode(t, f.proxy.URL(), f.upstreams(t), withCreds)
+		got := do(t, "GET", n.url+public, manifestAccept)
 		if got.status != 200 || !bytes.Equal(got.body, f.manifest) {
 			t.Fatalf("status %d; want the manifest (body %s)", got.status, got.body)
 		}
 		if c := f.hub.Counts(); c.TokenWithCredentials == 0 {
 			t.Errorf("no token request carried the credentials: %+v", c)
+		}
+	})
+	t.Run("the credentials are never used for a repository anonymous upstream refuses", func(t *testing.T) {
+		f.hub.Reset()
+		n := startNode(t, f.proxy.URL(), f.upstreams(t), withCreds)
+		for _, path := range []string{private, "/v2/docker.io/alice/private/blobs/" + f.layer.String()} {
+			got := do(t, "GET", n.url+path, manifestAccept)
+			if got.status != http.StatusForbidden || !strings.Contains(string(got.body), "DENIED") {
+				t.Errorf("%s: status %d; want 403 DENIED (body %s)", path, got.status, got.body)
+			}
+		}
+		c := f.hub.Counts()
+		if c.TokenWithCredentials != 0 {
+			t.Errorf("%d token requests carried the credentials for a private repository", c.TokenWithCredentials)
+		}
+		if c.Denied["alice/private"] == 0 || c.ManifestHEAD["alice/private:latest"] == 0 {
+			t.Errorf("want the anonymous check and anonymous requests refused upstream: denied %v, HEADs %v", c.Denied, c.ManifestHEAD)
 		}
 	})
 }
