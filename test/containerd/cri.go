@@ -60,3 +60,16 @@ func (i *Images) RemoveImage(ctx context.Context, ref string) error {
 	}
 	return nil
 }
+
+// PullImageWithAuth pulls ref with the credentials the kubelet passes from a Pod's
+// imagePullSecrets for ref's registry (CRI AuthConfig); containerd sends them only to that
+// registry.
+func (i *Images) PullImageWithAuth(ctx context.Context, ref string, auth *runtime.AuthConfig) (string, error) {
+	ctx, cancel := callContext(ctx)
+	defer cancel()
+	resp, err := i.client.PullImage(ctx, &runtime.PullImageRequest{Image: &runtime.ImageSpec{Image: ref}, Auth: auth})
+	if err != nil {
+		return "", fmt.Errorf("CRI PullImage %s (with credentials): %w", ref, err)
+	}
+	return resp.GetImageRef(), nil
+}

@@ -302,6 +302,13 @@ func hangUp(w http.ResponseWriter) {
 
 func (h *Hub) serveToken(w http.ResponseWriter, r *http.Request, global Mode) {
 	user, pass, hasBasic := r.BasicAuth()
+	if r.Method == http.MethodPost {
+		// The OAuth2 form containerd sends when it has credentials (grant_type=password);
+		// Docker Hub accepts it too. Counted like basic auth.
+		if err := r.ParseForm(); err == nil && r.PostForm.Get("grant_type") == "password" {
+			user, pass, hasBasic = r.PostForm.Get("username"), r.PostForm.Get("password"), true
+		}
+	}
 	h.mu.Lock()
 	h.counts.Token++
 	if hasBasic {
