@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"context"
 	"io"
 	"net/http"
@@ -62,7 +63,7 @@ func TestTheProxyCommandHasEveryDocumentedFlag(t *testing.T) {
 		"fill-timeout", "upstream-timeout", "max-manifest-size", "log-level", "shutdown-timeout",
 		"blob-store", "metadata", "pg-max-conns", "pg-min-conns", "pg-max-conn-lifetime", "pg-max-conn-idle",
 		"pg-health-check", "pg-connect-timeout", "s3-redirect", "s3-redirect-ttl", "max-size", "retention",
-		"evict-interval", "cleanup-interval"} {
+		"evict-interval", "cleanup-interval", "visibility-ttl", "allow-private"} {
 		if cmd.Flags().Lookup(f) == nil {
 			t.Errorf("no --%s", f)
 		}
@@ -179,4 +180,22 @@ func testSchema(t *testing.T) string {
 	t.Helper()
 	dsn, _ := pgtest.Schema(t, "hubcache_cmd_test_")
 	return dsn
+}
+
+func TestAllowPrivatePatternsAreSplitOnCommasLikeTheirEnvironmentVariable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values []string
+		want   []string
+	}{
+		{"none is none", nil, nil},
+		{"repeated flags are kept in order", []string{"docker.io/acme/*", "docker.io/b/c"}, []string{"docker.io/acme/*", "docker.io/b/c"}},
+		{"one comma-separated value is split and trimmed", []string{"docker.io/acme/*, docker.io/b/c,"}, []string{"docker.io/acme/*", "docker.io/b/c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := allowPatterns(tc.values); !slices.Equal(got, tc.want) {
+				t.Errorf("allowPatterns(%q) = %q, want %q", tc.values, got, tc.want)
+			}
+		})
+	}
 }
