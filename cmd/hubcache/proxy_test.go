@@ -1,10 +1,10 @@
 package main
 
 import (
-	"slices"
 	"context"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
