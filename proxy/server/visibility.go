@@ -45,10 +45,16 @@ func newVisibility(o *options, upstreams map[string]*url.URL, meta metadata.Stor
 	return c, nil
 }
 
-// withVisibilityEndpoint serves visibility.Path next to the registry API.
+// withVisibilityEndpoint serves visibility.Path next to the registry API. The path is matched
+// exactly, not through a ServeMux, which would clean and redirect paths the registry handler
+// must see as sent (and refuse).
 func withVisibilityEndpoint(api http.Handler, c *visibility.Checker, log *slog.Logger) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle(visibility.Path, visibility.Handler(c, log))
-	mux.Handle("/", api)
-	return mux
+	vh := visibility.Handler(c, log)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == visibility.Path {
+			vh.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
 }
