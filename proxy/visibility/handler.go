@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/hubcache/hubcache/proxy/cache"
@@ -37,7 +38,7 @@ type RepositoryAnswer struct {
 
 // Handler serves GET Path?repository=docker.io/library/nginx&repository=…: the webhook asks
 // it before rewriting images of Pods that have imagePullSecrets. Names are full cache names
-// ("docker.io/acme/billing"); "nginx" and "docker.io/nginx" are read as Docker Hub's
+// with their registry ("docker.io/acme/billing"); "docker.io/nginx" is read as
 // "docker.io/library/nginx".
 func Handler(c *Checker, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -58,7 +59,7 @@ func Handler(c *Checker, log *slog.Logger) http.Handler {
 		}
 		repos := make([]cache.Repo, len(names))
 		for i, n := range names {
-			reg, path, err := imageref.Split(n)
+			reg, path, err := imageref.Split(complete(n))
 			if err != nil {
 				writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", truncate(n)))
 				return
@@ -104,6 +105,16 @@ func Handler(c *Checker, log *slog.Logger) http.Handler {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(body)
 	})
+}
+
+// complete adds Docker Hub's implicit "library/" to a one-component name ("docker.io/nginx"),
+// as the registry API does for /v2/docker.io/nginx/….
+func complete(name string) string {
+	reg, path, ok := strings.Cut(name, "/")
+	if ok && imageref.IsDockerHub(reg) && path != "" && !strings.Contains(path, "/") {
+		return reg + "/library/" + path
+	}
+	return name
 }
 
 func truncate(s string) string {
