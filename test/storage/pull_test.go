@@ -85,5 +85,20 @@ func TestTheProxyOnMinIOAndPostgresPullsImagesCorrectly(t *testing.T) {
 		if err := r.pull(app.ref); err != nil {
 			t.Fatalf("pull through redirects: %v", err)
 		}
+
+		// Once the repository turned private upstream (and its answer is rechecked), its
+		// cached blob is refused, never redirected to the store (docs/private-images.md).
+		hub.SetPrivate("library/app", true)
+		defer hub.SetPrivate("library/app", false)
+		priv := startProxy(t, hub, server.WithBlobStoreURL(blobURL), server.WithMetadataURL(dsn),
+			server.WithS3Redirect(time.Minute), server.WithVisibilityTTL(time.Nanosecond))
+		resp, err = client.Get(priv.http.URL + "/v2/docker.io/library/app/blobs/" + layer.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("GET of a cached blob of a now private repository = %d, Location %q; want 403", resp.StatusCode, resp.Header.Get("Location"))
+		}
 	})
 }
