@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/csv"
 	"fmt"
 	"os"
 	"strings"
@@ -31,7 +32,7 @@ func bindEnv(cmd *cobra.Command) {
 			if !ok {
 				return
 			}
-			if serr := c.Flags().Set(f.Name, v); serr != nil {
+			if serr := setFromEnv(c.Flags(), f, v); serr != nil {
 				err = fmt.Errorf("environment %s=%q: %w", envName(f.Name), v, serr)
 			}
 		})
@@ -43,4 +44,39 @@ func bindEnv(cmd *cobra.Command) {
 		}
 		return nil
 	}
+}
+
+// setFromEnv sets f from an environment value. A list-valued flag is split the way its
+// comma-separated flag value is (CSV, so a quoted item may hold a comma): a stringSlice flag
+// splits by itself, a stringArray flag takes one item per Set, so the value is split here.
+// Otherwise HUBCACHE_EXCLUDE='a*,b*' would be one pattern that matches nothing.
+func setFromEnv(fs *pflag.FlagSet, f *pflag.Flag, v string) error {
+	if f.Value.Type() != "stringArray" {
+		return fs.Set(f.Name, v)
+	}
+	items, err := splitList(v)
+	if err != nil {
+		return err
+	}
+	for _, item := range items {
+		if err := fs.Set(f.Name, item); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list as pflag splits a stringSlice value. An empty
+// value is an empty list.
+func splitList(v string) ([]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	r := csv.NewReader(strings.NewReader(v))
+	r.LazyQuotes = false
+	items, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("reading a comma-separated list: %w", err)
+	}
+	return items, nil
 }
