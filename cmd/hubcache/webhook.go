@@ -37,6 +37,7 @@ type webhookOptions struct {
 	metricsListen string
 	healthListen  string
 	logLevel      string
+	proxy         proxyClientOptions
 }
 
 func newWebhookCmd() *cobra.Command {
@@ -62,6 +63,7 @@ which changes nothing and returns one admission warning per would-be rewrite. He
 	f.StringVar(&o.metricsListen, "metrics-listen", ":8080", "host:port serving /metrics over HTTP (empty: off)")
 	f.StringVar(&o.healthListen, "health-listen", ":8081", "host:port serving /healthz and /readyz over HTTP (empty: off)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.proxy.addFlags(f, "ask the cache at this URL (its Service, e.g. https://hubcache.hubcache-system.svc:5000) whether the Docker Hub repositories of a Pod with imagePullSecrets are public; without it such Pods are rewritten unchecked")
 	return cmd
 }
 
@@ -95,15 +97,20 @@ func runWebhook(ctx context.Context, o webhookOptions) error {
 		Host:    host,
 		Port:    port,
 		CertDir: o.certDir,
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) {
-			c.MinVersion = tls.VersionTLS12
-			// HTTP/1.1 only: the API server does not need HTTP/2, and it avoids the
-			// HTTP/2 stream-reset class of denial of service.
-			c.NextProtos = []string{"http/1.1"}
-		}},
+		TLSOpts: []func(*tls.Config){admission.ConfigureTLS},
 	})
 	policy := rewrite.Policy{Target: o.target, Exclude: o.exclude}
-	if err := admission.Register(srv, policy, admission.WithLogger(log), admission.WithMetrics(metrics)); err != nil {
+	opts := []admission.Option{admission.WithLogger(log), admission.WithMetrics(metrics)}
+	vis, err := o.proxy.client()
+	if err != nil {
+		return err
+	}
+	if vis != nil {
+		opts = append(opts, admission.WithVisibility(vis))
+	} else {
+		log.Warn("no --proxy: images of Pods with imagePullSecrets are rewritten without checking that the cache serves them")
+	}
+	if err := admission.Register(srv, policy, opts...); err != nil {
 		return err
 	}
 
@@ -136,7 +143,7 @@ func runWebhook(ctx context.Context, o webhookOptions) error {
 		g.Go(func() error { return serveHTTP(ctx, "metrics", o.metricsListen, mux) })
 	}
 	log.Info("webhook starting", "listen", o.listen, "certDir", o.certDir, "target", policy.Target,
-		"exclude", o.exclude, "metricsListen", o.metricsListen, "healthListen", o.healthListen)
+		"exclude", o.exclude, "proxy", o.proxy.url, "metricsListen", o.metricsListen, "healthListen", o.healthListen)
 	return g.Wait()
 }
 

@@ -3,7 +3,6 @@ package admission
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -29,7 +28,7 @@ func newPod(annotations map[string]string, containers, inits []corev1.Container)
 	}
 }
 
-func raw(t *testing.T, v any) []byte {
+func raw(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {
@@ -38,7 +37,7 @@ func raw(t *testing.T, v any) []byte {
 	return b
 }
 
-func createRequest(t *testing.T, pod any) admission.Request {
+func createRequest(t testing.TB, pod any) admission.Request {
 	t.Helper()
 	return admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
 		UID: "u1", Kind: podKind, Resource: metav1.GroupVersionResource{Version: "v1", Resource: "pods"},
@@ -278,12 +277,13 @@ func TestEphemeralContainersSubresource(t *testing.T) {
 			t.Errorf("patches=%v warnings=%q", resp.Patches, resp.Warnings)
 		}
 	})
-	t.Run("a missing old object is a bad request", func(t *testing.T) {
+	t.Run("a missing old object admits the Pod unchanged with a warning", func(t *testing.T) {
 		r := req
 		r.OldObject = runtime.RawExtension{}
 		resp := handler(t, ModeEnabled).Handle(context.Background(), r)
-		if resp.Allowed || resp.Result.Code != http.StatusBadRequest {
-			t.Errorf("got allowed=%v result=%+v, want a 400 error", resp.Allowed, resp.Result)
+		if !resp.Allowed || len(resp.Patches) != 0 || len(resp.Warnings) != 1 ||
+			!strings.Contains(resp.Warnings[0], "oldObject") {
+			t.Errorf("got allowed=%v patches=%v warnings=%q, want allowed unchanged with a warning", resp.Allowed, resp.Patches, resp.Warnings)
 		}
 	})
 }
@@ -295,7 +295,7 @@ func TestRequestsTheWebhookDoesNotHandle(t *testing.T) {
 		edit        func(*admission.Request)
 		wantAllowed bool
 		wantMessage string
-		wantCode    int32
+		wantWarning string
 	}{
 		{
 			name: "a Deployment is allowed unchanged with a message",
@@ -320,33 +320,33 @@ func TestRequestsTheWebhookDoesNotHandle(t *testing.T) {
 			wantAllowed: true, wantMessage: "DELETE pods left unchanged",
 		},
 		{
-			name:     "a CREATE without an object is a bad request",
-			edit:     func(r *admission.Request) { r.Object = runtime.RawExtension{} },
-			wantCode: http.StatusBadRequest, wantMessage: "carries no object",
+			name:        "a CREATE without an object is admitted unchanged with a warning",
+			edit:        func(r *admission.Request) { r.Object = runtime.RawExtension{} },
+			wantAllowed: true, wantWarning: "carries no object",
 		},
 		{
-			name:     "a CREATE whose object is null is a bad request",
-			edit:     func(r *admission.Request) { r.Object = runtime.RawExtension{Raw: []byte("null")} },
-			wantCode: http.StatusBadRequest, wantMessage: "carries no object",
+			name:        "a CREATE whose object is null is admitted unchanged with a warning",
+			edit:        func(r *admission.Request) { r.Object = runtime.RawExtension{Raw: []byte("null")} },
+			wantAllowed: true, wantWarning: "carries no object",
 		},
 		{
-			name:     "an object that is not JSON is a bad request",
-			edit:     func(r *admission.Request) { r.Object = runtime.RawExtension{Raw: []byte(`{"spec":`)} },
-			wantCode: http.StatusBadRequest, wantMessage: "decoding the Pod",
+			name:        "an object that is not JSON is admitted unchanged with a warning",
+			edit:        func(r *admission.Request) { r.Object = runtime.RawExtension{Raw: []byte(`{"spec":`)} },
+			wantAllowed: true, wantWarning: "decoding the Pod",
 		},
 		{
-			name: "containers of the wrong JSON type are a bad request",
+			name: "containers of the wrong JSON type are admitted unchanged with a warning",
 			edit: func(r *admission.Request) {
 				r.Object = runtime.RawExtension{Raw: []byte(`{"spec":{"containers":{"a":1}}}`)}
 			},
-			wantCode: http.StatusBadRequest, wantMessage: "decoding the Pod",
+			wantAllowed: true, wantWarning: "decoding the Pod",
 		},
 		{
-			name: "an object that says it is a Service is a bad request",
+			name: "an object that says it is a Service is admitted unchanged with a warning",
 			edit: func(r *admission.Request) {
 				r.Object = runtime.RawExtension{Raw: []byte(`{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"}}`)}
 			},
-			wantCode: http.StatusBadRequest, wantMessage: "is a Service, not a Pod",
+			wantAllowed: true, wantWarning: "is a Service, not a Pod",
 		},
 	}
 	for _, tt := range tests {
@@ -358,11 +358,14 @@ func TestRequestsTheWebhookDoesNotHandle(t *testing.T) {
 				if resp.Allowed != tt.wantAllowed || len(resp.Patches) != 0 {
 					t.Errorf("%s: allowed=%v patches=%v, want allowed=%v and no patch", mode, resp.Allowed, resp.Patches, tt.wantAllowed)
 				}
+				if tt.wantWarning != "" {
+					if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], tt.wantWarning) {
+						t.Errorf("%s: warnings %q, want one containing %q", mode, resp.Warnings, tt.wantWarning)
+					}
+					continue
+				}
 				if resp.Result == nil || !strings.Contains(resp.Result.Message, tt.wantMessage) {
 					t.Errorf("%s: result %+v, want a message containing %q", mode, resp.Result, tt.wantMessage)
-				}
-				if tt.wantCode != 0 && resp.Result.Code != tt.wantCode {
-					t.Errorf("%s: code %d, want %d", mode, resp.Result.Code, tt.wantCode)
 				}
 			}
 		})

@@ -84,7 +84,7 @@ func TestMalformedAdmissionReviewsGetAnErrorAndTheServerKeepsServing(t *testing.
 		{name: "the wrong content type", contentType: "text/plain", body: bytes.NewReader(goodReview(t))},
 		{name: "no content type", body: bytes.NewReader(goodReview(t))},
 		{name: "a body over the size limit", contentType: "application/json", body: bytes.NewReader(huge)},
-		{name: "a request whose object is garbage", contentType: "application/json",
+		{name: "a request whose object is garbage is admitted unchanged", contentType: "application/json", wantAllowed: true,
 			body: strings.NewReader(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","kind":{"version":"v1","kind":"Pod"},"operation":"CREATE","object":{"spec":{"containers":"nope"}}}}`)},
 		{name: "a review with no request", contentType: "application/json", wantAllowed: true,
 			body: strings.NewReader(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`)},

@@ -37,4 +37,8 @@ func (m Mode) Path() string {
 const (
 	auditRewritten    = "rewritten"
 	auditWouldRewrite = "would-rewrite"
+	// auditKept lists the images of a Pod with imagePullSecrets left alone because the
+	// cache does not serve their repository (private-repository) or did not say
+	// (visibility-unknown).
+	auditKept = "kept"
 )

@@ -3,53 +3,105 @@ package admission
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
+	"strings"
 
+	"gomodules.xyz/jsonpatch/v2"
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hubcache/hubcache/webhook/rewrite"
 )
 
-// patch applies the changed decisions to a copy of pod and returns the JSONPatch between the
-// two. Both sides are marshalled from the same Go type, so the patch touches only what the
-// plan changed: fields unknown to our k8s.io/api version are never removed.
-//
-// Through the ephemeralcontainers subresource the API server keeps only ephemeral container
-// changes and silently drops metadata changes, so the originals are reported in a warning
-// and the audit annotation there instead of the pod annotation.
-func patch(pod *corev1.Pod, changed []rewrite.Decision, ephemeral bool) (admission.Response, error) {
-	mutated := pod.DeepCopy()
-	rewrite.Apply(&mutated.Spec, changed)
-	var warnings []string
-	if ephemeral {
-		for _, d := range changed {
-			warnings = append(warnings, fmt.Sprintf("hubcache: %s %q image %q rewritten to %q",
-				d.ContainerType, d.Container, d.Original, d.Rewritten))
-		}
-	} else {
-		merged, warning := mergeOriginals(pod.Annotations[rewrite.AnnotationOriginalImages], rewrite.OriginalImages(changed))
-		if warning != "" {
-			warnings = append(warnings, warning)
-		}
-		if mutated.Annotations == nil {
-			mutated.Annotations = map[string]string{}
-		}
-		mutated.Annotations[rewrite.AnnotationOriginalImages] = merged
-	}
+// change is a decision that rewrites an image, with the container's index in its list.
+type change struct {
+	rewrite.Decision
+	index int
+}
 
-	before, err := json.Marshal(pod)
-	if err != nil {
-		return admission.Response{}, fmt.Errorf("encoding the Pod: %w", err)
+// indexed pairs every decision of a plan with its container's index. Plan makes one decision
+// per container, list by list in spec order, so the index is a running count per list.
+func indexed(ds []rewrite.Decision) []change {
+	next := map[rewrite.ContainerType]int{}
+	out := make([]change, len(ds))
+	for i, d := range ds {
+		out[i] = change{Decision: d, index: next[d.ContainerType]}
+		next[d.ContainerType]++
 	}
-	after, err := json.Marshal(mutated)
-	if err != nil {
-		return admission.Response{}, fmt.Errorf("encoding the rewritten Pod: %w", err)
+	return out
+}
+
+// listField is the pod spec field of each container list, as it appears in JSON.
+var listField = map[rewrite.ContainerType]string{
+	rewrite.Container:          "containers",
+	rewrite.InitContainer:      "initContainers",
+	rewrite.EphemeralContainer: "ephemeralContainers",
+}
+
+// errAnnotationTooLarge is returned when the original-images annotation would not fit.
+var errAnnotationTooLarge = fmt.Errorf("the %s annotation would exceed the API server's annotation size limit",
+	rewrite.AnnotationOriginalImages)
+
+// patchOps builds one JSONPatch operation per changed image, addressed by its path in the
+// object the API server sent, plus one for the original-images annotation (not through the
+// ephemeralcontainers subresource, where the API server drops metadata changes). Nothing is
+// marshalled back from Go types, so fields this version of k8s.io/api does not know are never
+// touched, and the cost is linear in the number of containers.
+func patchOps(pod *corev1.Pod, changed []change, ephemeral bool, maxAnnotationBytes int) ([]jsonpatch.Operation, []string, error) {
+	ops := make([]jsonpatch.Operation, 0, len(changed)+1)
+	for _, c := range changed {
+		ops = append(ops, jsonpatch.Operation{
+			Operation: "replace",
+			Path:      fmt.Sprintf("/spec/%s/%d/image", listField[c.ContainerType], c.index),
+			Value:     c.Rewritten,
+		})
 	}
-	resp := admission.PatchResponseFromRaw(before, after)
-	if !resp.Allowed {
-		return admission.Response{}, fmt.Errorf("computing the patch: %s", resp.Result.Message)
+	if ephemeral {
+		return ops, nil, nil
 	}
-	return resp.WithWarnings(warnings...), nil
+	originals := make(map[string]string, len(changed))
+	for _, c := range changed {
+		originals[c.Container] = c.Original
+	}
+	merged, warning := mergeOriginals(pod.Annotations[rewrite.AnnotationOriginalImages], originals)
+	if annotationBytes(pod.Annotations, merged) > maxAnnotationBytes {
+		return nil, nil, errAnnotationTooLarge
+	}
+	var warnings []string
+	if warning != "" {
+		warnings = append(warnings, warning)
+	}
+	switch {
+	case pod.Annotations != nil:
+		ops = append(ops, jsonpatch.Operation{Operation: "add",
+			Path: "/metadata/annotations/" + escapePointer(rewrite.AnnotationOriginalImages), Value: merged})
+	case !reflect.DeepEqual(pod.ObjectMeta, metav1.ObjectMeta{}):
+		ops = append(ops, jsonpatch.Operation{Operation: "add",
+			Path: "/metadata/annotations", Value: map[string]string{rewrite.AnnotationOriginalImages: merged}})
+	default:
+		// No metadata, or an empty one (the API server always sends some; a hand-made review
+		// may not): adding it whole loses nothing.
+		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: "/metadata",
+			Value: map[string]any{"annotations": map[string]string{rewrite.AnnotationOriginalImages: merged}}})
+	}
+	return ops, warnings, nil
+}
+
+// annotationBytes is what the API server counts against its limit: every key and value,
+// with the original-images annotation set to merged.
+func annotationBytes(annotations map[string]string, merged string) int {
+	n := len(rewrite.AnnotationOriginalImages) + len(merged)
+	for k, v := range annotations {
+		if k != rewrite.AnnotationOriginalImages {
+			n += len(k) + len(v)
+		}
+	}
+	return n
+}
+
+// escapePointer escapes one JSON Pointer reference token (RFC 6901).
+func escapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
 // mergeOriginals adds originals to the JSON object already in the annotation. A later

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"fmt"
+	"net/http"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,16 +12,17 @@ import (
 	"github.com/hubcache/hubcache/webhook/rewrite"
 )
 
-// Webhooks returns the http.Handlers of both modes keyed by their path. Each decodes the
-// AdmissionReview (a malformed one gets an error response, never a panic) and calls a Handler.
-func Webhooks(policy rewrite.Policy, opts ...Option) (map[string]*admission.Webhook, error) {
-	out := map[string]*admission.Webhook{}
+// Webhooks returns the http.Handlers of both modes keyed by their path. Each bounds the
+// request (Limits), decodes the AdmissionReview (a malformed one gets an error response,
+// never a panic) and calls a Handler.
+func Webhooks(policy rewrite.Policy, opts ...Option) (map[string]http.Handler, error) {
+	out := map[string]http.Handler{}
 	for _, mode := range []Mode{ModeEnabled, ModeDryRun} {
 		h, err := NewHandler(mode, policy, opts...)
 		if err != nil {
 			return nil, err
 		}
-		out[mode.Path()] = h.Webhook()
+		out[mode.Path()] = bounded(h.Webhook(), h.limits)
 	}
 	return out, nil
 }

@@ -4,7 +4,6 @@
 package manifest
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -15,7 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/yaml"
+	sigsjson "sigs.k8s.io/json"
 )
 
 // Workload is one object that carries a pod template (or is a Pod), with what the rewrite
@@ -35,80 +34,73 @@ type Workload struct {
 // ErrNotObject is wrapped when a document is not a Kubernetes object (no kind, or not a map).
 var ErrNotObject = errors.New("not a Kubernetes object")
 
-// Decode reads every document of one stream. A stream whose first non-blank byte is '{' or
-// '[' is read as a sequence of JSON values, anything else as YAML separated by "---". Errors
-// name the 1-based document number; the caller adds the file name.
-func Decode(data []byte) ([]Workload, error) {
-	var out []Workload
-	n := 0
-	each := func(doc []byte) error {
-		n++
-		ws, err := decodeJSON(doc)
+// ErrDuplicateKey is wrapped when a mapping has the same key twice. kubectl would keep the
+// last one, which can silently turn a document into another kind: hubcache refuses it.
+var ErrDuplicateKey = errors.New("duplicate key")
+
+// Decode reads every document of one stream with the decoder kubectl apply -f uses
+// (apimachinery's YAML-or-JSON stream decoder: JSON values, YAML documents separated by
+// "---", or JSON followed by YAML), so hubcache accepts exactly the streams kubectl accepts.
+// It is stricter in one way: a duplicate key is an error. Warnings name objects that embed
+// pod templates hubcache does not read. Errors and warnings name the 1-based document
+// number; the caller adds the file name.
+func Decode(data []byte) ([]Workload, []string, error) {
+	if err := checkDuplicateKeys(data); err != nil {
+		return nil, nil, err
+	}
+	var (
+		out      []Workload
+		warnings []string
+	)
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for n := 1; ; n++ {
+		var raw json.RawMessage
+		err := dec.Decode(&raw)
+		if errors.Is(err, io.EOF) {
+			return out, warnings, nil
+		}
 		if err != nil {
-			return fmt.Errorf("document %d: %w", n, err)
+			return nil, nil, fmt.Errorf("document %d: %w", n, err)
+		}
+		// A JSON value keeps its duplicate keys through the decoder; a YAML document was
+		// checked above.
+		if strict, err := sigsjson.UnmarshalStrict(raw, new(any), sigsjson.DisallowDuplicateFields); err == nil && len(strict) > 0 {
+			return nil, nil, fmt.Errorf("document %d: %w: %v", n, ErrDuplicateKey, strict[0])
+		}
+		ws, ws2, err := decodeJSON(raw)
+		if err != nil {
+			return nil, nil, fmt.Errorf("document %d: %w", n, err)
 		}
 		out = append(out, ws...)
-		return nil
-	}
-	trimmed := bytes.TrimSpace(data)
-	if len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
-		dec := json.NewDecoder(bytes.NewReader(trimmed))
-		for {
-			var raw json.RawMessage
-			err := dec.Decode(&raw)
-			if errors.Is(err, io.EOF) {
-				return out, nil
-			}
-			if err != nil {
-				return nil, fmt.Errorf("document %d: invalid JSON: %w", n+1, err)
-			}
-			if err := each(raw); err != nil {
-				return nil, err
-			}
-		}
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("document %d: reading YAML: %w", n+1, err)
-		}
-		js, err := yaml.YAMLToJSON(doc)
-		if err != nil {
-			return nil, fmt.Errorf("document %d: error converting YAML to JSON: %w", n+1, err)
-		}
-		if err := each(js); err != nil {
-			return nil, err
+		for _, w := range ws2 {
+			warnings = append(warnings, fmt.Sprintf("document %d: %s", n, w))
 		}
 	}
 }
 
 // decodeJSON turns one JSON document into its workloads: none for an empty document or a
 // kind without a pod template, one for a workload, any number for a v1 List.
-func decodeJSON(doc []byte) ([]Workload, error) {
+func decodeJSON(doc []byte) ([]Workload, []string, error) {
 	doc = bytes.TrimSpace(doc)
 	if len(doc) == 0 || bytes.Equal(doc, []byte("null")) {
-		return nil, nil // an empty document, e.g. only comments
+		return nil, nil, nil // an empty document, e.g. only comments
 	}
 	if doc[0] != '{' {
-		return nil, fmt.Errorf("%w: expected a mapping", ErrNotObject)
+		return nil, nil, fmt.Errorf("%w: expected a mapping", ErrNotObject)
 	}
 	var tm metav1.TypeMeta
 	if err := json.Unmarshal(doc, &tm); err != nil {
-		return nil, fmt.Errorf("reading apiVersion and kind: %w", err)
+		return nil, nil, fmt.Errorf("reading apiVersion and kind: %w", err)
 	}
 	if tm.Kind == "" {
-		return nil, fmt.Errorf("%w: kind is not set", ErrNotObject)
+		return nil, nil, fmt.Errorf("%w: kind is not set", ErrNotObject)
 	}
 	if tm.APIVersion == "" {
-		return nil, fmt.Errorf("%s: apiVersion is not set", tm.Kind)
+		return nil, nil, fmt.Errorf("%s: apiVersion is not set", tm.Kind)
 	}
 	gv, err := schema.ParseGroupVersion(tm.APIVersion)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", tm.Kind, err)
+		return nil, nil, fmt.Errorf("%s: %w", tm.Kind, err)
 	}
 	gvk := gv.WithKind(tm.Kind)
 	if gvk == listGVK {
@@ -118,37 +110,45 @@ func decodeJSON(doc []byte) ([]Workload, error) {
 	if obj == nil {
 		if want, templated := supportedVersion(gvk.GroupKind()); templated {
 			// Skipping it silently would hide images that do get rewritten once applied.
-			return nil, fmt.Errorf("%s %s is not supported; use apiVersion %s", tm.Kind, tm.APIVersion, want)
+			return nil, nil, fmt.Errorf("%s %s is not supported; use apiVersion %s", tm.Kind, tm.APIVersion, want)
 		}
-		return nil, nil // a kind without a pod template: nothing to rewrite
+		// A kind without a pod template hubcache knows: nothing to rewrite, unless it embeds
+		// one (a custom resource such as an Argo Rollout), which deserves a word.
+		return nil, embeddedTemplateWarnings(doc, tm), nil
 	}
 	if err := json.Unmarshal(doc, obj); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", tm.Kind, err)
+		return nil, nil, fmt.Errorf("decoding %s: %w", tm.Kind, err)
 	}
 	w, ok := FromObject(obj)
 	if !ok {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return []Workload{w}, nil
+	return []Workload{w}, nil, nil
 }
 
 var listGVK = corev1.SchemeGroupVersion.WithKind("List")
 
 // decodeList decodes the items of a v1 List one by one, so an error names the item.
-func decodeList(doc []byte) ([]Workload, error) {
+func decodeList(doc []byte) ([]Workload, []string, error) {
 	var list struct {
 		Items []json.RawMessage `json:"items"`
 	}
 	if err := json.Unmarshal(doc, &list); err != nil {
-		return nil, fmt.Errorf("decoding List: %w", err)
+		return nil, nil, fmt.Errorf("decoding List: %w", err)
 	}
-	var out []Workload
+	var (
+		out      []Workload
+		warnings []string
+	)
 	for i, item := range list.Items {
-		ws, err := decodeJSON(item)
+		ws, ws2, err := decodeJSON(item)
 		if err != nil {
-			return nil, fmt.Errorf("List item %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("List item %d: %w", i+1, err)
 		}
 		out = append(out, ws...)
+		for _, w := range ws2 {
+			warnings = append(warnings, fmt.Sprintf("List item %d: %s", i+1, w))
+		}
 	}
-	return out, nil
+	return out, warnings, nil
 }

@@ -23,7 +23,7 @@ func ids(ws []Workload) []string {
 }
 
 func TestReadFindsEveryKindWithAPodTemplate(t *testing.T) {
-	ws, err := Read("testdata/all-kinds.yaml", nil)
+	ws, _, err := Read("testdata/all-kinds.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func TestReadFindsEveryKindWithAPodTemplate(t *testing.T) {
 }
 
 func TestReadJSONStreamAndNestedLists(t *testing.T) {
-	ws, err := Read("testdata/list.json", nil)
+	ws, _, err := Read("testdata/list.json", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestReadJSONStreamAndNestedLists(t *testing.T) {
 }
 
 func TestReadFolderRecursivelyInLexicalOrder(t *testing.T) {
-	ws, err := Read("testdata/tree", nil)
+	ws, _, err := Read("testdata/tree", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestReadFolderRecursivelyInLexicalOrder(t *testing.T) {
 
 func TestReadStdin(t *testing.T) {
 	in := strings.NewReader("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x}]}\n")
-	ws, err := Read(Stdin, in)
+	ws, _, err := Read(Stdin, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestReadErrorsNameFileAndDocument(t *testing.T) {
 			if err := os.WriteFile(p, []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, err := Read(p, nil)
+			_, _, err := Read(p, nil)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -112,7 +112,7 @@ func TestReadErrorsNameFileAndDocument(t *testing.T) {
 }
 
 func TestReadMissingPath(t *testing.T) {
-	_, err := Read("testdata/missing.yaml", nil)
+	_, _, err := Read("testdata/missing.yaml", nil)
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "testdata/missing.yaml") {
 		t.Errorf("error = %v, want a not-exist error naming the path", err)
 	}

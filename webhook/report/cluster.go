@@ -48,6 +48,16 @@ func kindRank(kind string) int {
 //
 // c needs the core, apps and batch types in its scheme (client-go's scheme.Scheme has them).
 func ListCluster(ctx context.Context, c client.Reader, namespace string, p rewrite.Policy) ([]Entry, map[string]string, error) {
+	ws, modes, err := ClusterWorkloads(ctx, c, namespace)
+	if err != nil {
+		return nil, nil, err
+	}
+	return WithModes(Entries(ws, p), modes), modes, nil
+}
+
+// ClusterWorkloads lists what ListCluster reports on, in its order, with each namespace's
+// hubcache.io/mode label; the caller plans them (with visibility answers, for instance).
+func ClusterWorkloads(ctx context.Context, c client.Reader, namespace string) ([]manifest.Workload, map[string]string, error) {
 	modes, err := namespaceModes(ctx, c, namespace)
 	if err != nil {
 		return nil, nil, err
@@ -76,11 +86,15 @@ func ListCluster(ctx context.Context, c client.Reader, namespace string, p rewri
 		}
 		return a.Name < b.Name
 	})
-	es := Entries(top, p)
+	return top, modes, nil
+}
+
+// WithModes sets each entry's Mode from its namespace's label.
+func WithModes(es []Entry, modes map[string]string) []Entry {
 	for i := range es {
 		es[i].Mode = modes[es[i].Namespace]
 	}
-	return es, modes, nil
+	return es
 }
 
 func ownedByListed(w manifest.Workload, listed map[string]bool) bool {

@@ -34,7 +34,7 @@ func golden(t *testing.T, name string, got []byte) {
 
 func fixtureEntries(t *testing.T) []Entry {
 	t.Helper()
-	ws, err := manifest.Read("testdata/input.yaml", nil)
+	ws, _, err := manifest.Read("testdata/input.yaml", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,16 @@ const (
 	ReasonTooLong          Reason = "name-too-long"
 	ReasonExcluded         Reason = "excluded"
 	ReasonPodSkipped       Reason = "pod-skipped"
+	// ReasonPrivate: the pod has imagePullSecrets and the cache does not serve the
+	// repository (private on Docker Hub, not allow-listed); the kubelet pulls it with the
+	// secret from Docker Hub.
+	ReasonPrivate Reason = "private-repository"
+	// ReasonVisibilityUnknown: the pod has imagePullSecrets and the cache gave no answer
+	// in time (or "unknown"), so the image is left alone rather than risk a failed pull.
+	ReasonVisibilityUnknown Reason = "visibility-unknown"
+	// ReasonVisibilityUnchecked: the pod has imagePullSecrets and nobody asked the cache
+	// (no --proxy): the image is rewritten, but a private one would fail to pull.
+	ReasonVisibilityUnchecked Reason = "visibility-unchecked"
 )
 
 // Decision is what Plan decided for one container image.

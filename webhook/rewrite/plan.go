@@ -104,12 +104,15 @@ func excluded(patterns []string, ref string, parts imageref.Ref) (string, bool) 
 
 // Plan decides for every container of a pod spec: containers, then initContainers, then
 // ephemeralContainers, each in spec order. A pod annotated hubcache.io/skip: "true" keeps
-// every image, each decision saying so.
+// every image, each decision saying so. For a pod with imagePullSecrets nobody has asked the
+// cache about visibility: its rewrites say ReasonVisibilityUnchecked (PlanWith decides with
+// the answers).
 func Plan(annotations map[string]string, spec *corev1.PodSpec, p Policy) []Decision {
 	if spec == nil {
 		return nil
 	}
 	skip := annotations[AnnotationSkip] == "true"
+	secrets := hasPullSecrets(spec)
 	var ds []Decision
 	add := func(name, image string, t ContainerType) {
 		var d Decision
@@ -118,6 +121,11 @@ func Plan(annotations map[string]string, spec *corev1.PodSpec, p Policy) []Decis
 				Detail: fmt.Sprintf("pod annotation %s is \"true\"", AnnotationSkip)}
 		} else {
 			d = Image(image, p)
+			if secrets && d.Reason == ReasonRewritten {
+				d.Reason = ReasonVisibilityUnchecked
+				d.Detail = "the pod has imagePullSecrets; a private image would fail to pull from the cache " +
+					"(give the webhook --proxy to check)"
+			}
 		}
 		d.Container, d.ContainerType = name, t
 		ds = append(ds, d)
@@ -141,14 +149,23 @@ func Apply(spec *corev1.PodSpec, ds []Decision) bool {
 	if spec == nil {
 		return false
 	}
+	type key struct {
+		name string
+		t    ContainerType
+	}
+	// One lookup per container keeps Apply linear in the size of the pod.
+	byContainer := make(map[key]Decision, len(ds))
+	for _, d := range ds {
+		k := key{d.Container, d.ContainerType}
+		if _, seen := byContainer[k]; d.Changed() && !seen {
+			byContainer[k] = d
+		}
+	}
 	changed := false
 	set := func(name string, t ContainerType, image *string) {
-		for _, d := range ds {
-			if d.Changed() && d.Container == name && d.ContainerType == t && d.Original == *image {
-				*image = d.Rewritten
-				changed = true
-				return
-			}
+		if d, ok := byContainer[key{name, t}]; ok && d.Original == *image {
+			*image = d.Rewritten
+			changed = true
 		}
 	}
 	for i := range spec.Containers {

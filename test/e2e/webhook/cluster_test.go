@@ -2,6 +2,7 @@ package webhook_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/hubcache/hubcache/test/testenv"
 	"github.com/hubcache/hubcache/webhook/admission"
 	"github.com/hubcache/hubcache/webhook/rewrite"
+	"github.com/hubcache/hubcache/webhook/visibility"
 )
 
 // Namespaces of the scenario, one per way a namespace can be set up.
@@ -46,6 +48,9 @@ type cluster struct {
 	kubeconfig string
 	stop       context.CancelFunc
 	tempDirs   []string // kubeconfig and serving certificate, removed by TestMain
+	// visibility stands in for the cache's visibility endpoint the webhook asks about Pods
+	// with imagePullSecrets (see private_test.go).
+	visibility *visibilityStub
 }
 
 // shared is started by the first test that needs it and stopped by TestMain: starting a
@@ -60,6 +65,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.c != nil {
 		shared.c.stop()
+		if shared.c.visibility != nil {
+			shared.c.visibility.close()
+		}
 		if err := shared.c.env.Stop(); err != nil {
 			fmt.Fprintln(os.Stderr, "stopping envtest:", err)
 		}
@@ -100,6 +108,9 @@ func startCluster(assets string) (*cluster, error) {
 			if c.stop != nil {
 				c.stop()
 			}
+			if c.visibility != nil {
+				c.visibility.close()
+			}
 			_ = env.Stop()
 			for _, d := range c.tempDirs {
 				_ = os.RemoveAll(d)
@@ -121,7 +132,8 @@ func startCluster(assets string) (*cluster, error) {
 	c.tempDirs = append(c.tempDirs, serving.LocalServingCertDir)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
-	if err := serveWebhook(ctx, serving); err != nil {
+	c.visibility = newVisibilityStub()
+	if err := serveWebhook(ctx, serving, c.visibility.url()); err != nil {
 		return nil, err
 	}
 	if err := c.installWebhookConfiguration(ctx, serving); err != nil {
@@ -137,14 +149,19 @@ func startCluster(assets string) (*cluster, error) {
 	return c, nil
 }
 
-func serveWebhook(ctx context.Context, serving *envtest.WebhookInstallOptions) error {
+func serveWebhook(ctx context.Context, serving *envtest.WebhookInstallOptions, visibilityURL string) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	vis, err := visibility.New(visibilityURL)
+	if err != nil {
+		return err
+	}
 	srv := webhook.NewServer(webhook.Options{
 		Host:    serving.LocalServingHost,
 		Port:    serving.LocalServingPort,
 		CertDir: serving.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){admission.ConfigureTLS},
 	})
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := admission.Register(srv, rewrite.Policy{}, admission.WithLogger(log)); err != nil {
+	if err := admission.Register(srv, rewrite.Policy{}, admission.WithLogger(log), admission.WithVisibility(vis)); err != nil {
 		return err
 	}
 	errc := make(chan error, 1)
