@@ -40,10 +40,10 @@ func TestDiffReadsManifestsAsKubectlDoes(t *testing.T) {
 	}{
 		{
 			name:   "a JSON object then YAML on stdin",
-			stdin:  `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}` + "\n---\n" + "apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec: {containers: [{name: c, image: redis}]}\n",
+			stdin:  `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}` + "\n---\n" + "apiVersion: v1\nkind: Pod\nmetadata: {name: yp}\nspec: {containers: [{name: c, image: redis}]}\n",
 			args:   []string{"-f", "-"},
 			code:   1,
-			stdout: []string{"a/Pod/j", "a/Pod/y"},
+			stdout: []string{"a/Pod/j", "a/Pod/yp"},
 		},
 		{
 			name:   "-k builds the kustomization",

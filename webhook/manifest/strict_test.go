@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-const podYAML = "apiVersion: v1\nkind: Pod\nmetadata: {name: y}\nspec: {containers: [{name: c, image: redis}]}\n"
+const podYAML = "apiVersion: v1\nkind: Pod\nmetadata: {name: yp}\nspec: {containers: [{name: c, image: redis}]}\n"
 
 func TestDecodeAcceptsWhatKubectlAccepts(t *testing.T) {
 	tests := []struct {
@@ -20,7 +20,7 @@ func TestDecodeAcceptsWhatKubectlAccepts(t *testing.T) {
 		{
 			name:   "a JSON object followed by YAML documents",
 			stream: `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"},"spec":{"containers":[{"name":"c","image":"nginx"}]}}` + "\n---\n" + podYAML,
-			want:   []string{"Pod/j=nginx", "Pod/y=redis"},
+			want:   []string{"Pod/j=nginx", "Pod/yp=redis"},
 		},
 		{
 			name: "JSON values one after another",
@@ -31,7 +31,7 @@ func TestDecodeAcceptsWhatKubectlAccepts(t *testing.T) {
 		{
 			name:   "YAML with a leading separator, comments and an empty document",
 			stream: "# header\n---\n" + podYAML + "---\n# only a comment\n---\n",
-			want:   []string{"Pod/y=redis"},
+			want:   []string{"Pod/yp=redis"},
 		},
 	}
 	for _, tt := range tests {
@@ -134,7 +134,7 @@ func TestReadKustomizationBuildsLikeKubectlDiffK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ids(ws); !reflect.DeepEqual(got, []string{"Pod/y=redis:7.2"}) || ws[0].Namespace != "shop" {
+	if got := ids(ws); !reflect.DeepEqual(got, []string{"Pod/yp=redis:7.2"}) || ws[0].Namespace != "shop" {
 		t.Fatalf("got %v in %q, want the kustomized Pod", got, ws[0].Namespace)
 	}
 	if _, _, err := ReadKustomization(t.TempDir()); err == nil {

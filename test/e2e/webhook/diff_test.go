@@ -111,4 +111,22 @@ func TestDiffClusterMatchesWebhook(t *testing.T) {
 			t.Errorf("report:\n%q\nwebhook warnings:\n%q", reported, warned)
 		}
 	})
+
+	t.Run("--cached lists the rewritten images of the enabled namespace and none of dry-run", func(t *testing.T) {
+		cached, err := report.CachedPods(ctx, reader, enabled, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, ci := range cached {
+			got[ci.Pod+"/"+ci.Container] = true
+		}
+		if fmt.Sprint(got) != fmt.Sprint(rewrittenByWebhook) {
+			t.Errorf("--cached lists %v\nthe webhook rewrote %v", got, rewrittenByWebhook)
+		}
+		cached, err = report.CachedPods(ctx, reader, dryRun, "")
+		if err != nil || len(cached) != 0 {
+			t.Errorf("dry-run namespace: %v, %v; want none", cached, err)
+		}
+	})
 }
