@@ -48,10 +48,11 @@ fuzz: ## Fuzz reference normalisation briefly (FUZZTIME=20s)
 	$(GO) test ./webhook/rewrite -run '^$$' -fuzz '^FuzzImage$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: tools services ## Benchmarks: hubcache vs the hub itself and vs distribution's proxy (ratios)
+bench: tools services ## Benchmarks: hubcache vs the hub itself and vs distribution's proxy (ratios); webhook cost per container and visibility latency
 	hack/tools.sh distribution
 	eval "$$(hack/tools.sh env)"; \
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./test/bench/...
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./webhook/admission/
 
 .PHONY: vet
 vet: ## go vet every package
