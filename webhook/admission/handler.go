@@ -1,10 +1,8 @@
 package admission
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -127,7 +125,7 @@ func (h *Handler) decide(ctx context.Context, req admission.Request) outcome {
 			return failedOpen(fmt.Errorf("decoding the Pod before the update (oldObject): %w", err))
 		}
 		// Existing ephemeral containers are immutable: only the ones this request adds may change.
-		all = addedEphemeral(all, old.Spec.EphemeralContainers)
+		all = addedEphemeral(all, old.spec.EphemeralContainers)
 		ds = decisionsOf(all)
 	}
 
@@ -169,11 +167,11 @@ func (h *Handler) decide(ctx context.Context, req admission.Request) outcome {
 // plan runs the rewrite plan, first asking the cache about the repositories of a Pod with
 // imagePullSecrets when a Visibility is configured. The question has its own budget, well
 // under the request deadline, so a slow cache leaves the images alone instead of timing out.
-func (h *Handler) plan(ctx context.Context, pod *corev1.Pod) ([]rewrite.Decision, error) {
+func (h *Handler) plan(ctx context.Context, pod *podView) ([]rewrite.Decision, error) {
 	if h.visibility == nil {
-		return rewrite.Plan(pod.Annotations, &pod.Spec, h.policy), nil
+		return rewrite.Plan(pod.annotations(), &pod.spec, h.policy), nil
 	}
-	questions := rewrite.VisibilityQuestions(pod.Annotations, &pod.Spec, h.policy)
+	questions := rewrite.VisibilityQuestions(pod.annotations(), &pod.spec, h.policy)
 	v := rewrite.Visibilities{Checked: true}
 	var err error
 	if len(questions) > 0 {
@@ -183,7 +181,7 @@ func (h *Handler) plan(ctx context.Context, pod *corev1.Pod) ([]rewrite.Decision
 		cancel()
 		h.metrics.observeLookup(err, time.Since(start))
 	}
-	return rewrite.PlanWith(pod.Annotations, &pod.Spec, h.policy, v), err
+	return rewrite.PlanWith(pod.annotations(), &pod.spec, h.policy, v), err
 }
 
 // keptPrivate returns the decisions that left an image alone because of its visibility.
@@ -216,23 +214,6 @@ func (h *Handler) keptAudit(kept []change, audit map[string]string) map[string]s
 	}
 	audit[auditKept] = h.auditValue(kept)
 	return audit
-}
-
-// decodePod reads the Pod from an AdmissionRequest object. It is lenient about fields this
-// version of k8s.io/api does not know: the patch addresses images by path, so they survive.
-func decodePod(raw []byte) (*corev1.Pod, error) {
-	trimmed := bytes.TrimSpace(raw)
-	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
-		return nil, errors.New("the request carries no object")
-	}
-	var pod corev1.Pod
-	if err := json.Unmarshal(trimmed, &pod); err != nil {
-		return nil, err
-	}
-	if pod.Kind != "" && pod.Kind != "Pod" {
-		return nil, fmt.Errorf("the object is a %s, not a Pod", pod.Kind)
-	}
-	return &pod, nil
 }
 
 // addedEphemeral keeps the decisions about ephemeral containers that are not in before.

@@ -3,12 +3,9 @@ package admission
 import (
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/hubcache/hubcache/webhook/rewrite"
 )
@@ -47,7 +44,7 @@ var errAnnotationTooLarge = fmt.Errorf("the %s annotation would exceed the API s
 // ephemeralcontainers subresource, where the API server drops metadata changes). Nothing is
 // marshalled back from Go types, so fields this version of k8s.io/api does not know are never
 // touched, and the cost is linear in the number of containers.
-func patchOps(pod *corev1.Pod, changed []change, ephemeral bool, maxAnnotationBytes int) ([]jsonpatch.Operation, []string, error) {
+func patchOps(pod *podView, changed []change, ephemeral bool, maxAnnotationBytes int) ([]jsonpatch.Operation, []string, error) {
 	ops := make([]jsonpatch.Operation, 0, len(changed)+1)
 	for _, c := range changed {
 		ops = append(ops, jsonpatch.Operation{
@@ -63,8 +60,8 @@ func patchOps(pod *corev1.Pod, changed []change, ephemeral bool, maxAnnotationBy
 	for _, c := range changed {
 		originals[c.Container] = c.Original
 	}
-	merged, warning := mergeOriginals(pod.Annotations[rewrite.AnnotationOriginalImages], originals)
-	if annotationBytes(pod.Annotations, merged) > maxAnnotationBytes {
+	merged, warning := mergeOriginals(pod.annotations()[rewrite.AnnotationOriginalImages], originals)
+	if annotationBytes(pod.annotations(), merged) > maxAnnotationBytes {
 		return nil, nil, errAnnotationTooLarge
 	}
 	var warnings []string
@@ -72,15 +69,14 @@ func patchOps(pod *corev1.Pod, changed []change, ephemeral bool, maxAnnotationBy
 		warnings = append(warnings, warning)
 	}
 	switch {
-	case pod.Annotations != nil:
+	case pod.annotations() != nil:
 		ops = append(ops, jsonpatch.Operation{Operation: "add",
 			Path: "/metadata/annotations/" + escapePointer(rewrite.AnnotationOriginalImages), Value: merged})
-	case !reflect.DeepEqual(pod.ObjectMeta, metav1.ObjectMeta{}):
+	case pod.Metadata != nil:
 		ops = append(ops, jsonpatch.Operation{Operation: "add",
 			Path: "/metadata/annotations", Value: map[string]string{rewrite.AnnotationOriginalImages: merged}})
 	default:
-		// No metadata, or an empty one (the API server always sends some; a hand-made review
-		// may not): adding it whole loses nothing.
+		// No metadata (the API server always sends some; a hand-made review may not).
 		ops = append(ops, jsonpatch.Operation{Operation: "add", Path: "/metadata",
 			Value: map[string]any{"annotations": map[string]string{rewrite.AnnotationOriginalImages: merged}}})
 	}
