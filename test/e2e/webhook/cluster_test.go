@@ -97,6 +97,10 @@ func startCluster(assets string) (*cluster, error) {
 		ControlPlaneStartTimeout: 90 * time.Second,
 		ControlPlaneStopTimeout:  60 * time.Second,
 	}
+	// envtest turns the ServiceAccount admission plugin off; hubcache needs it on, as in a
+	// real cluster: it copies a ServiceAccount's imagePullSecrets into the pod before any
+	// webhook runs. createNamespace creates the default ServiceAccount it then requires.
+	env.ControlPlane.GetAPIServer().Configure().Disable("disable-admission-plugins")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("envtest: %w", err)
