@@ -86,6 +86,14 @@ func TestEveryOverlayDecodesStrictlyWithItsOwnTypes(t *testing.T) {
 			if u, ok := o.(*runtime.Unknown); ok {
 				t.Errorf("%s: %s decoded to no Go type", name, u.TypeMeta)
 			}
+			m, _ := o.(metav1.Object)
+			switch o.(type) {
+			case *corev1.Namespace, *admissionregistrationv1.MutatingWebhookConfiguration:
+			default:
+				if m == nil || m.GetNamespace() != namespace {
+					t.Errorf("%s: %T %s is in namespace %q, want %s", name, o, m.GetName(), m.GetNamespace(), namespace)
+				}
+			}
 		}
 	}
 }
