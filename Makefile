@@ -5,7 +5,15 @@ SHELL := /usr/bin/env bash
 
 GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -s -w -X main.version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+# The commit's date, not the clock: the same commit builds the same binary.
+DATE      ?= $(shell git log -1 --format=%cI 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+# The image `make image` builds is the one the manifests name: the tag comes from
+# manifests/base/kustomization.yaml (images: newTag), so the two cannot drift apart.
+IMAGE     ?= ghcr.io/hubcache/hubcache
+IMAGE_TAG ?= $(shell sed -n 's/^ *newTag: *//p' manifests/base/kustomization.yaml)
+PLATFORMS ?= linux/amd64,linux/arm64
 # Slow-to-build test tools (kube-apiserver, etcd, kubectl, crane, the OCI conformance suite)
 # are cached here, keyed by version, outside the clone so a fresh clone reuses them.
 export TOOLS_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubcache-tools
@@ -58,13 +66,20 @@ bench: tools services ## Benchmarks: hubcache vs the hub itself and vs distribut
 vet: ## go vet every package
 	$(GO) vet ./...
 
+OVERLAY ?= quickstart
 .PHONY: manifests
-manifests: ## Render the kustomize manifests to stdout
-	@kubectl kustomize manifests/base 2>/dev/null || $(GO) run sigs.k8s.io/kustomize/kustomize/v5@v5.8.0 build manifests/base
+manifests: ## Render the kustomize manifests to stdout (OVERLAY=quickstart|production)
+	@kubectl kustomize manifests/$(OVERLAY) 2>/dev/null || $(GO) run sigs.k8s.io/kustomize/kustomize/v5@v5.8.0 build manifests/$(OVERLAY)
+
+IMAGE_ARGS = --build-arg VERSION=$(IMAGE_TAG) --build-arg COMMIT=$(COMMIT) --build-arg DATE=$(DATE) -t $(IMAGE):$(IMAGE_TAG)
 
 .PHONY: image
-image: ## Build the container image (needs a Docker engine)
-	docker build --build-arg VERSION=$(VERSION) -t ghcr.io/hubcache/hubcache:$(VERSION) .
+image: ## Build ghcr.io/hubcache/hubcache:<the manifests' tag> for this platform and load it (Docker + buildx)
+	docker buildx build --load $(IMAGE_ARGS) .
+
+.PHONY: image-push
+image-push: ## Build and push the multi-architecture image (PLATFORMS=linux/amd64,linux/arm64)
+	docker buildx build --platform $(PLATFORMS) --push $(IMAGE_ARGS) .
 
 .PHONY: clean
 clean: ## Remove build output (not the tool cache)

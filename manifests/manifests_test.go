@@ -21,7 +21,7 @@ import (
 
 const namespace = "hubcache-system"
 
-// rendered holds the objects of manifests/base by kind, for the assertions below.
+// rendered holds the objects of manifests/production by kind, for the assertions below.
 type rendered struct {
 	namespaces   []*corev1.Namespace
 	deployments  []*appsv1.Deployment
@@ -36,9 +36,9 @@ type rendered struct {
 
 func render(t *testing.T) rendered {
 	t.Helper()
-	objs, err := Objects("base")
+	objs, err := Objects("production")
 	if err != nil {
-		t.Fatalf("rendering manifests/base: %v", err)
+		t.Fatalf("rendering manifests/production: %v", err)
 	}
 	r := rendered{issuers: map[string]*certmanagerv1.Issuer{}, certificates: map[string]*certmanagerv1.Certificate{}, all: objs}
 	for _, o := range objs {
@@ -86,7 +86,7 @@ func (r rendered) webhookConfig(t *testing.T) *admissionregistrationv1.MutatingW
 func TestEveryObjectDecodesStrictlyAndLivesInHubcacheSystem(t *testing.T) {
 	r := render(t)
 	if len(r.all) == 0 {
-		t.Fatal("manifests/base renders no objects")
+		t.Fatal("manifests/production renders no objects")
 	}
 	for _, o := range r.all {
 		m, ok := o.(metav1.Object)
@@ -190,8 +190,8 @@ func TestTheWebhookDeploymentIsHardenedAndHighlyAvailable(t *testing.T) {
 		t.Errorf("args %q do not start the webhook subcommand", c.Args)
 	}
 	for _, flag := range []string{"--listen", "--cert-dir", "--target", "--metrics-listen", "--health-listen"} {
-		if argValue(c.Args, flag) == "" {
-			t.Errorf("args %q do not set %s", c.Args, flag)
+		if flagValue(c, flag) == "" {
+			t.Errorf("args %q and env do not set %s", c.Args, flag)
 		}
 	}
 }
@@ -445,6 +445,15 @@ func hasPort(c corev1.Container, nameOrNumber string) bool {
 }
 
 // argValue returns the value of --flag=value in args.
+// flagValue is what a container sets a hubcache flag to: the argument, or else its HUBCACHE_…
+// environment variable (the manifests set wired values through the environment).
+func flagValue(c corev1.Container, flag string) string {
+	if v := argValue(c.Args, flag); v != "" {
+		return v
+	}
+	return envValue(c, "HUBCACHE_"+strings.ToUpper(strings.ReplaceAll(strings.TrimPrefix(flag, "--"), "-", "_")))
+}
+
 func argValue(args []string, flag string) string {
 	for _, a := range args {
 		if v, ok := strings.CutPrefix(a, flag+"="); ok {

@@ -1,5 +1,5 @@
 // Package manifests holds hubcache's kustomize manifests and renders them in-process, so tests
-// check exactly what `kubectl apply -k manifests/base` would send.
+// check exactly what `kubectl apply -k manifests/quickstart` (or production) would send.
 package manifests
 
 import (
@@ -15,16 +15,26 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	certmanagerv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 )
 
 // tree is every kustomization; add new top-level folders (overlays) to the directive.
 //
-//go:embed base
+//go:embed base quickstart production components
 var tree embed.FS
+
+// Overlays are the installable kustomizations, relative to manifests/.
+var Overlays = []string{"quickstart", "production"}
 
 // Render builds the kustomization in dir (relative to manifests/, e.g. "base") and returns
 // one YAML document per object, in kustomize's output order.
 func Render(dir string) ([][]byte, error) {
+	return RenderWith(dir, nil)
+}
+
+// RenderWith is Render with extra files (path relative to manifests/ → content) added next to
+// the embedded ones first: an overlay of one's own, for example.
+func RenderWith(dir string, extra map[string][]byte) ([][]byte, error) {
 	fsys := filesys.MakeFsInMemory()
 	err := fs.WalkDir(tree, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -38,6 +48,11 @@ func Render(dir string) ([][]byte, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("copying the manifests: %w", err)
+	}
+	for p, b := range extra {
+		if err := fsys.WriteFile(path.Join("/", p), b); err != nil {
+			return nil, fmt.Errorf("adding %s: %w", p, err)
+		}
 	}
 	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, path.Join("/", dir))
 	if err != nil {
@@ -54,7 +69,8 @@ func Render(dir string) ([][]byte, error) {
 	return docs, nil
 }
 
-// Scheme knows every kind the manifests use: Kubernetes' own and cert-manager's.
+// Scheme knows every kind the manifests use: Kubernetes' own, cert-manager's and the
+// Prometheus Operator's.
 func Scheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
@@ -62,6 +78,9 @@ func Scheme() (*runtime.Scheme, error) {
 	}
 	if err := certmanagerv1.AddToScheme(s); err != nil {
 		return nil, fmt.Errorf("adding cert-manager types: %w", err)
+	}
+	if err := monitoringv1.AddToScheme(s); err != nil {
+		return nil, fmt.Errorf("adding Prometheus Operator types: %w", err)
 	}
 	return s, nil
 }
@@ -73,6 +92,11 @@ func Objects(dir string) ([]runtime.Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Decode(dir, docs)
+}
+
+// Decode decodes rendered documents strictly (see Objects); dir names them in errors.
+func Decode(dir string, docs [][]byte) ([]runtime.Object, error) {
 	s, err := Scheme()
 	if err != nil {
 		return nil, err

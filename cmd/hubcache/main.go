@@ -36,6 +36,7 @@ func newRootCmd() *cobra.Command {
 		newNodeCmd(),
 		newWebhookCmd(),
 		newDiffCmd(),
+		newReportCmd(),
 		newVersionCmd(),
 	)
 	for _, c := range root.Commands() {

@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
 	"github.com/hubcache/hubcache/proxy/node"
@@ -81,8 +79,10 @@ func runNode(ctx context.Context, f nodeFlags) error {
 			ups = append(ups, u)
 		}
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg, err := newMetricsRegistry("node")
+	if err != nil {
+		return err
+	}
 	opts := []node.Option{
 		node.WithLogger(log),
 		node.WithRegisterer(reg),

@@ -59,6 +59,7 @@ type proxyFlags struct {
 	allowPrivate  []string
 
 	fills fillFlags
+	ops   opsFlags
 }
 
 func newProxyCmd() *cobra.Command {
@@ -104,6 +105,7 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 	fl.DurationVar(&f.visibilityTTL, "visibility-ttl", visibility.DefaultTTL, "how long a repository's public/private answer (an anonymous upstream HEAD) is trusted before it is checked again")
 	fl.StringArrayVar(&f.allowPrivate, "allow-private", nil, "glob patterns on REGISTRY/REPOSITORY (e.g. docker.io/acme/*) served even when not public upstream, with the proxy's credentials, to anyone who reaches the proxy (repeatable or comma-separated; see docs/private-images.md)")
 	addFillFlags(fl, &f.fills)
+	addOpsFlags(fl, &f.ops)
 	return cmd
 }
 
@@ -192,10 +194,20 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		return err
 	}
 	storage = append(storage, fills)
+	opsOpts, err := f.ops.options()
+	if err != nil {
+		return err
+	}
+	storage = append(storage, opsOpts...)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	reg, err := newMetricsRegistry("proxy")
+	if err != nil {
+		return err
+	}
 	opts := append([]server.Option{},
+		server.WithMetricsRegistry(reg),
 		server.WithTagTTL(f.tagTTL),
 		server.WithFillTimeout(f.fillTimeout),
 		server.WithUpstreamTimeout(f.upstreamTimeout),
@@ -246,6 +258,10 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 
 	select {
 	case <-ctx.Done():
+		// Leave the Service before closing the listener; a second signal skips the wait.
+		hard, stopHard := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		drain(hard, srv, f.ops.drainDelay, log)
+		stopHard()
 		log.Info("shutting down")
 	case err = <-errc:
 		log.Error("server failed", "error", err.Error())

@@ -58,6 +58,8 @@ type options struct {
 	redirectTTL     time.Duration
 	cleanupEvery    time.Duration
 	healthEvery     time.Duration
+	unreadyAfter    time.Duration
+	unreadyAfterSet bool
 	fills           *FillSharing
 	visibilityTTL   time.Duration
 	allowPrivate    []string
@@ -110,6 +112,7 @@ type Server struct {
 	closers  []func() error
 	registry *prometheus.Registry
 	storeUp  *prometheus.GaugeVec
+	ready    *readiness
 
 	// stopTasks ends the background tasks (eviction, cleanup, health probes); tasks waits
 	// for them.
@@ -145,7 +148,10 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	s := &Server{registry: o.registry}
+	if !o.unreadyAfterSet {
+		o.unreadyAfter = DefaultUnreadyAfter
+	}
+	s := &Server{registry: o.registry, ready: newReadiness(o.unreadyAfter, o.now)}
 	ok := false
 	defer func() {
 		if !ok {
@@ -223,7 +229,8 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		return nil, err
 	}
 
-	var cacheUp cache.Upstream = up
+	// Upstream manifest GETs are charged to the client request they answer (pulls avoided).
+	var cacheUp cache.Upstream = countingUpstream{up}
 	fc, err := newFillCoordinator(ctx, &o)
 	if err != nil {
 		return nil, err
@@ -253,10 +260,14 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	if err != nil {
 		return nil, fmt.Errorf("registry handler: %w", err)
 	}
-	s.api = api
+	pulls, err := newPullMetrics(o.registry, DefaultTopImages)
+	if err != nil {
+		return nil, fmt.Errorf("pull metrics: %w", err)
+	}
+	s.api = pulls.wrap(api)
 	if o.redirectTTL > 0 {
 		if _, can := s.blobs.(cache.Presigner); can {
-			s.api = redirectBlobs(c, api, o.redirectTTL, vis.Authorize)
+			s.api = redirectBlobs(c, s.api, o.redirectTTL, vis.Authorize)
 		} else {
 			o.logger.Warn("the blob store cannot presign; blob GETs are served through the proxy")
 		}
@@ -265,7 +276,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	if fc != nil {
 		s.api = withFillEndpoint(s.api, c, o.fills.Secret, o.logger)
 	}
-	s.ops = newOpsHandler(o.registry, s.checks)
+	s.ops = newOpsHandler(o.registry, s.checks, s.ready)
 	s.startTasks(&o, evictor)
 	ok = true
 	return s, nil
@@ -346,6 +357,7 @@ func (s *Server) checks(ctx context.Context) []check {
 		}
 		s.storeUp.WithLabelValues(c.name).Set(up)
 	}
+	s.ready.observe(cs)
 	return cs
 }
 
