@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/metadata"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // errMiss means "not usable from the cache": absent, or healed away just now.
@@ -309,26 +309,14 @@ func (c *Cache) verifyManifest(body []byte, mediaType string, want v1.Hash) (Man
 		return Manifest{}, fmt.Errorf("%w: upstream manifest has digest %s, expected %s", ErrUnavailable, got, want)
 	}
 	if mediaType == "" {
-		mediaType = sniffMediaType(body)
+		// Upstream gave no type: read it from the body, as the upstream client does.
+		mt, err := oci.ManifestMediaType("", body)
+		if err != nil {
+			return Manifest{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		mediaType = mt
 	}
 	return Manifest{Digest: got, MediaType: mediaType, Body: body}, nil
-}
-
-// sniffMediaType is the fallback when upstream sent no Content-Type.
-func sniffMediaType(body []byte) string {
-	var probe struct {
-		MediaType string          `json:"mediaType"`
-		Manifests json.RawMessage `json:"manifests"`
-	}
-	if err := json.Unmarshal(body, &probe); err == nil {
-		if probe.MediaType != "" {
-			return probe.MediaType
-		}
-		if probe.Manifests != nil {
-			return "application/vnd.oci.image.index.v1+json"
-		}
-	}
-	return "application/vnd.oci.image.manifest.v1+json"
 }
 
 // storeManifest commits the verified bytes, then records them (object first, then rows).

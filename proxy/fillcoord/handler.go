@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // FillPath is where a replica serves its fills to the others: GET FillPath+"sha256:…"?offset=N.
@@ -72,32 +73,9 @@ func Handler(src Source, secret string, log *slog.Logger) http.Handler {
 			w.Header().Set("Content-Length", strconv.FormatInt(size-offset, 10))
 		}
 		w.WriteHeader(http.StatusOK)
-		if _, err := copyFlushing(w, rc); err != nil {
+		if _, rerr, werr := oci.Stream(w, rc, make([]byte, 256<<10)); rerr != nil || werr != nil {
 			// Break the connection so that the follower sees a failure, not an end.
 			panic(http.ErrAbortHandler)
 		}
 	})
-}
-
-// copyFlushing copies src to w, flushing after every read: followers get bytes as they exist.
-func copyFlushing(w http.ResponseWriter, src io.Reader) (int64, error) {
-	rc := http.NewResponseController(w)
-	buf := make([]byte, 256<<10)
-	var total int64
-	for {
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return total, werr
-			}
-			total += int64(n)
-			_ = rc.Flush()
-		}
-		if errors.Is(err, io.EOF) {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }

@@ -3,6 +3,8 @@
 // the proxy parses them back. It has no I/O.
 package imageref
 
+import "strings"
+
 // DockerHub is the canonical name of Docker Hub in cache paths and rewritten references.
 const DockerHub = "docker.io"
 
@@ -25,3 +27,15 @@ func CanonicalRegistry(host string) string {
 	}
 	return host
 }
+
+// IsHostComponent reports whether the first component of a name that has more than one is
+// a registry host rather than part of the repository path: it contains '.' or ':', is
+// "localhost", or has an uppercase letter (repository paths are lowercase). This is the
+// reference grammar's rule (distribution's splitDockerDomain); every parser in hubcache
+// asks here.
+func IsHostComponent(first string) bool {
+	return first == "localhost" || strings.ContainsAny(first, ".:") || strings.ToLower(first) != first
+}
+
+// ValidTag reports whether s is a tag in the reference grammar.
+func ValidTag(s string) bool { return tagPattern.MatchString(s) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // registryResource names a configured registry for a keychain lookup. Credentials are
@@ -125,13 +126,17 @@ func (s *Server) upstreamFailed(w http.ResponseWriter, r *http.Request, err erro
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
 		return s.denied(w, r, err)
 	}
-	writeError(w, r, http.StatusServiceUnavailable, codeUnavailable, "the cache is unreachable and so is the upstream registry")
-	return fmt.Errorf("upstream: %w", err)
+	err = fmt.Errorf("upstream: %w", err)
+	oci.WriteError(w, r, nil, &oci.Error{Status: http.StatusServiceUnavailable, Code: oci.CodeUnavailable,
+		Message: "the cache is unreachable and so is the upstream registry", Cause: err})
+	return err
 }
 
 // denied answers an upstream refusal as the proxy does: 403 DENIED, not 401, which would
 // send the client into a token handshake with the node that cannot succeed.
 func (s *Server) denied(w http.ResponseWriter, r *http.Request, err error) error {
-	writeError(w, r, http.StatusForbidden, codeDenied, "the upstream registry refused access (check the credentials in --docker-config)")
-	return fmt.Errorf("upstream refused access: %w", err)
+	err = fmt.Errorf("upstream refused access: %w", err)
+	oci.WriteError(w, r, nil, &oci.Error{Status: http.StatusForbidden, Code: oci.CodeDenied,
+		Message: "the upstream registry refused access", Cause: err})
+	return err
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // fallbackStatus are proxy answers that mean "the cache cannot answer this now": the
@@ -40,6 +42,8 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, log *slog.Logge
 	}
 	copyRequestHeaders(req.Header, r.Header)
 	req.Header.Set("X-Forwarded-For", clientIP(r))
+	// The proxy logs the pull under the same id (oci.IncomingRequestID).
+	req.Header.Set(oci.RequestIDHeader, oci.RequestID(r.Context()))
 
 	resp, err := s.proxy.RoundTrip(req)
 	if err != nil {

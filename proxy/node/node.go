@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/hubcache/hubcache/proxy/oci"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -195,11 +196,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // ServeHTTP validates the request, then forwards it to the proxy or falls back.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	log := s.log.With("method", r.Method, "path", r.URL.Path)
+	id := oci.IncomingRequestID(r)
+	r = r.WithContext(oci.WithRequestID(r.Context(), id))
+	w.Header().Set(oci.RequestIDHeader, id)
+	log := s.log.With("request_id", id, "method", r.Method, "path", r.URL.Path)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		s.metrics.requests.WithLabelValues(outcomeRejected).Inc()
 		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, r, http.StatusMethodNotAllowed, codeUnsupported, "this registry is read-only")
+		s.reject(w, r, log, oci.NewError(http.StatusMethodNotAllowed, oci.CodeUnsupported, "this registry is read-only"))
 		return
 	}
 	rt, err := parseRoute(r.URL)
@@ -218,7 +221,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if _, ok := s.upstreams[rt.registry]; !ok {
-		s.reject(w, r, log, refuse(http.StatusNotFound, codeNameUnknown, "registry %q is not a configured upstream", rt.registry))
+		s.reject(w, r, log, oci.NewError(http.StatusNotFound, oci.CodeNameUnknown, "registry is not a configured upstream"))
 		return
 	}
 	log = log.With("registry", rt.registry, "repository", rt.repository)
@@ -251,10 +254,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	s.metrics.requests.WithLabelValues(outcomeRejected).Inc()
-	var re *requestError
+	var re *oci.Error
 	if !errors.As(err, &re) {
-		re = refuse(http.StatusBadRequest, codeNameInvalid, "%v", err)
+		re = &oci.Error{Status: http.StatusBadRequest, Code: oci.CodeNameInvalid, Message: "invalid request", Cause: err}
 	}
-	log.Info("request rejected", "status", re.status, "code", re.code, "reason", re.message)
-	writeError(w, r, re.status, re.code, re.message)
+	oci.WriteError(w, r, log, re)
 }

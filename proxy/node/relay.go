@@ -2,11 +2,12 @@ package node
 
 import (
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // copyBufferSize is what one streaming response holds in memory at a time.
@@ -55,7 +56,8 @@ func copyRequestHeaders(dst, src http.Header) {
 
 // proxyHeaderFilter keeps every end-to-end header of the proxy's response.
 func proxyHeaderFilter(h http.Header) func(string) bool {
-	drop := map[string]bool{}
+	// The node sets its own request id (the proxy's is the same one).
+	drop := map[string]bool{oci.RequestIDHeader: true}
 	for _, k := range hopHeaders {
 		drop[k] = true
 	}
@@ -100,27 +102,11 @@ func relay(w http.ResponseWriter, r *http.Request, resp *http.Response, keep fun
 
 	bufp := pool.Get().(*[]byte)
 	defer pool.Put(bufp)
-	buf := *bufp
-	var written int64
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			written += int64(m)
-			if werr != nil {
-				return written, errors.Join(errAborted, werr)
-			}
-			if ferr := rc.Flush(); ferr != nil {
-				return written, errors.Join(errAborted, ferr)
-			}
-		}
-		if rerr == io.EOF {
-			return written, nil
-		}
-		if rerr != nil {
-			return written, errors.Join(errAborted, rerr)
-		}
+	written, rerr, werr := oci.Stream(w, resp.Body, *bufp)
+	if err := errors.Join(rerr, werr); err != nil {
+		return written, errors.Join(errAborted, err)
 	}
+	return written, nil
 }
 
 func newBufferPool() *sync.Pool {

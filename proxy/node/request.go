@@ -1,12 +1,11 @@
 package node
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 
-	"github.com/hubcache/hubcache/proxy/registry"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 type kind int
@@ -27,7 +26,7 @@ type route struct {
 	reference  string // tag or digest for manifests, digest for blobs
 }
 
-// parseRoute validates a request URL with the proxy's own path parser (registry.ParsePath),
+// parseRoute validates a request URL with the proxy's own path parser (oci.ParsePath),
 // so that the node answers bad requests exactly as the proxy would, without asking it. Both
 // the rewritten form (/v2/docker.io/library/nginx/manifests/1.27) and the mirror form
 // (/v2/library/nginx/manifests/1.27?ns=docker.io, or no ns) are accepted. The node is
@@ -37,38 +36,34 @@ func parseRoute(u *url.URL) (route, error) {
 	if strings.Contains(u.EscapedPath(), "%") {
 		// Names, tags and digests never need escaping; an escaped '/' or '.' only serves
 		// to confuse whoever parses the path next.
-		return route{}, refuse(http.StatusBadRequest, codeNameInvalid, "percent-encoded characters are not allowed in registry paths")
+		return route{}, oci.NewError(http.StatusBadRequest, oci.CodeNameInvalid, "percent-encoded characters are not allowed in registry paths")
 	}
-	p, err := registry.ParsePath(u)
+	p, err := oci.ParsePath(u)
 	switch p.Route {
-	case registry.RouteBase:
+	case oci.RouteBase:
 		return route{kind: kindPing}, nil
-	case registry.RouteUpload:
-		return route{}, refuse(http.StatusMethodNotAllowed, codeUnsupported, "this registry is read-only")
+	case oci.RouteUpload:
+		return route{}, oci.NewError(http.StatusMethodNotAllowed, oci.CodeUnsupported, "this registry is read-only")
 	}
 	if rest, ok := strings.CutPrefix(u.Path, "/v2/"); ok {
 		for _, s := range strings.Split(rest, "/") {
 			if s == "" || s == "." || s == ".." {
-				return route{}, refuse(http.StatusBadRequest, codeNameInvalid, "empty, '.' and '..' path components are not allowed")
+				return route{}, oci.NewError(http.StatusBadRequest, oci.CodeNameInvalid, "empty, '.' and '..' path components are not allowed")
 			}
 		}
 	}
 	if err != nil {
-		var re *registry.Error
-		if errors.As(err, &re) {
-			return route{}, refuse(re.Status, re.Code, "%s", re.Message)
-		}
 		return route{}, err
 	}
 	rt := route{registry: p.Repo.Registry, repository: p.Repo.Path, reference: p.Reference}
 	switch p.Route {
-	case registry.RouteManifest:
+	case oci.RouteManifest:
 		rt.kind = kindManifest
-	case registry.RouteBlob:
+	case oci.RouteBlob:
 		rt.kind = kindBlob
 	default:
 		// Tag lists, the catalog and referrers come with an error above; nothing else is served.
-		return route{}, refuse(http.StatusNotFound, codeUnsupported, "unknown registry API path")
+		return route{}, oci.NewError(http.StatusNotFound, oci.CodeUnsupported, "unknown registry API path")
 	}
 	return rt, nil
 }

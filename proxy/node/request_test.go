@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 const testDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -40,27 +42,27 @@ func TestParseRoute(t *testing.T) {
 		{name: "a single component is a Docker Hub repository even with a dot", target: "/v2/foo.bar/manifests/v1",
 			want: route{kind: kindManifest, registry: "docker.io", repository: "library/foo.bar", reference: "v1"}},
 
-		{name: "dot-dot components are refused", target: "/v2/docker.io/library/../../etc/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "a dot-dot reference is refused", target: "/v2/docker.io/library/nginx/manifests/..", status: 400, code: codeNameInvalid},
-		{name: "empty components are refused", target: "/v2/docker.io//nginx/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "encoded slashes are refused", target: "/v2/docker.io/library%2Fnginx/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "any percent-encoding is refused", target: "/v2/docker.io/library/ngin%78/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "an invalid blob digest is refused", target: "/v2/docker.io/library/nginx/blobs/sha256:abc", status: 400, code: codeDigestInvalid},
-		{name: "an unknown digest algorithm is refused", target: "/v2/docker.io/library/nginx/blobs/md5:0123456789abcdef0123456789abcdef", status: 400, code: codeDigestInvalid},
-		{name: "an invalid manifest digest is refused", target: "/v2/docker.io/library/nginx/manifests/sha256:XYZ", status: 400, code: codeDigestInvalid},
-		{name: "a tag starting with a dot names no manifest", target: "/v2/docker.io/library/nginx/manifests/.hidden", status: 404, code: codeManifestUnknown},
-		{name: "a sha512 digest is refused like the proxy does", target: "/v2/docker.io/library/nginx/blobs/sha512:" + strings.Repeat("a", 128), status: 400, code: codeDigestInvalid},
-		{name: "uppercase repositories are refused", target: "/v2/docker.io/Library/nginx/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "names over 255 characters are refused", target: "/v2/docker.io/" + long + "/" + long + "/manifests/x", status: 400, code: codeNameInvalid},
-		{name: "an invalid ns names no served registry", target: "/v2/library/nginx/manifests/x?ns=a/b", status: 404, code: codeNameUnknown},
+		{name: "dot-dot components are refused", target: "/v2/docker.io/library/../../etc/manifests/x", status: 400, code: oci.CodeNameInvalid},
+		{name: "a dot-dot reference is refused", target: "/v2/docker.io/library/nginx/manifests/..", status: 400, code: oci.CodeNameInvalid},
+		{name: "empty components are refused", target: "/v2/docker.io//nginx/manifests/x", status: 400, code: oci.CodeNameInvalid},
+		{name: "encoded slashes are refused", target: "/v2/docker.io/library%2Fnginx/manifests/x", status: 400, code: oci.CodeNameInvalid},
+		{name: "any percent-encoding is refused", target: "/v2/docker.io/library/ngin%78/manifests/x", status: 400, code: oci.CodeNameInvalid},
+		{name: "an invalid blob digest is refused", target: "/v2/docker.io/library/nginx/blobs/sha256:abc", status: 400, code: oci.CodeDigestInvalid},
+		{name: "an unknown digest algorithm is refused", target: "/v2/docker.io/library/nginx/blobs/md5:0123456789abcdef0123456789abcdef", status: 400, code: oci.CodeDigestInvalid},
+		{name: "an invalid manifest digest is refused", target: "/v2/docker.io/library/nginx/manifests/sha256:XYZ", status: 400, code: oci.CodeDigestInvalid},
+		{name: "a tag starting with a dot names no manifest", target: "/v2/docker.io/library/nginx/manifests/.hidden", status: 404, code: oci.CodeManifestUnknown},
+		{name: "a sha512 digest is refused like the proxy does", target: "/v2/docker.io/library/nginx/blobs/sha512:" + strings.Repeat("a", 128), status: 400, code: oci.CodeDigestInvalid},
+		{name: "uppercase repositories are refused", target: "/v2/docker.io/Library/nginx/manifests/x", status: 400, code: oci.CodeNameInvalid},
+		{name: "names over 255 characters are refused", target: "/v2/docker.io/" + long + "/" + long + "/manifests/x", status: 400, code: oci.CodeNameInvalid},
+		{name: "an invalid ns names no served registry", target: "/v2/library/nginx/manifests/x?ns=a/b", status: 404, code: oci.CodeNameUnknown},
 		{name: "a one-component Docker Hub name gets library/", target: "/v2/docker.io/nginx/manifests/1.27",
 			want: route{kind: kindManifest, registry: "docker.io", repository: "library/nginx", reference: "1.27"}},
-		{name: "upload paths are refused as writes", target: "/v2/docker.io/library/nginx/blobs/uploads/x", status: 405, code: codeUnsupported},
-		{name: "the upload start path is refused as a write", target: "/v2/docker.io/library/nginx/blobs/uploads/", status: 405, code: codeUnsupported},
-		{name: "tag lists are not served", target: "/v2/docker.io/library/nginx/tags/list", status: 404, code: codeUnsupported},
-		{name: "referrers are not served", target: "/v2/docker.io/library/nginx/referrers/" + testDigest, status: 404, code: codeUnsupported},
-		{name: "the catalog is not served", target: "/v2/_catalog", status: 404, code: codeUnsupported},
-		{name: "paths outside /v2/ are not served", target: "/etc/passwd", status: 404, code: codeUnsupported},
+		{name: "upload paths are refused as writes", target: "/v2/docker.io/library/nginx/blobs/uploads/x", status: 405, code: oci.CodeUnsupported},
+		{name: "the upload start path is refused as a write", target: "/v2/docker.io/library/nginx/blobs/uploads/", status: 405, code: oci.CodeUnsupported},
+		{name: "tag lists are not served", target: "/v2/docker.io/library/nginx/tags/list", status: 404, code: oci.CodeUnsupported},
+		{name: "referrers are not served", target: "/v2/docker.io/library/nginx/referrers/" + testDigest, status: 404, code: oci.CodeUnsupported},
+		{name: "the catalog is not served", target: "/v2/_catalog", status: 404, code: oci.CodeUnsupported},
+		{name: "paths outside /v2/ are not served", target: "/etc/passwd", status: 404, code: oci.CodeUnsupported},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,12 +72,12 @@ func TestParseRoute(t *testing.T) {
 			}
 			got, err := parseRoute(u)
 			if tc.status != 0 {
-				re, ok := err.(*requestError)
+				re, ok := err.(*oci.Error)
 				if !ok {
 					t.Fatalf("parseRoute(%q) = %+v, %v; want a %d %s refusal", tc.target, got, err, tc.status, tc.code)
 				}
-				if re.status != tc.status || re.code != tc.code {
-					t.Fatalf("parseRoute(%q) refused with %d %s (%s); want %d %s", tc.target, re.status, re.code, re.message, tc.status, tc.code)
+				if re.Status != tc.status || re.Code != tc.code {
+					t.Fatalf("parseRoute(%q) refused with %d %s (%s); want %d %s", tc.target, re.Status, re.Code, re.Message, tc.status, tc.code)
 				}
 				return
 			}

@@ -16,18 +16,18 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // Backend provides content. proxy/cache.Cache is the implementation; tests use fakes.
-// Errors are the sentinels of proxy/cache (ErrManifestUnknown, …), wrapped or not.
+// Errors are the sentinels of proxy/oci (ErrManifestUnknown, …), wrapped or not.
 type Backend interface {
 	// Manifest returns the manifest for a tag or a digest ("sha256:…") in repo.
-	Manifest(ctx context.Context, repo cache.Repo, ref string) (cache.Manifest, error)
+	Manifest(ctx context.Context, repo oci.Repo, ref string) (oci.Manifest, error)
 	// Blob returns the blob; its bytes may still be arriving from upstream.
-	Blob(ctx context.Context, repo cache.Repo, d v1.Hash) (cache.Blob, error)
+	Blob(ctx context.Context, repo oci.Repo, d v1.Hash) (oci.Blob, error)
 	// StatBlob returns the size of the blob without fetching its bytes (HEAD).
-	StatBlob(ctx context.Context, repo cache.Repo, d v1.Hash) (int64, error)
+	StatBlob(ctx context.Context, repo oci.Repo, d v1.Hash) (int64, error)
 }
 
 // Option configures the handler.
@@ -68,20 +68,20 @@ func New(b Backend, opts ...Option) (http.Handler, error) {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	t, err := parsePath(r.URL)
-	setRoute(r.Context(), t.route)
-	if t.route == RouteUpload || (err == nil && t.route != RouteBase && !isRead(r.Method)) {
-		h.fail(w, r, newError(http.StatusMethodNotAllowed, codeUnsupported, "this registry is a read-only pull-through cache"))
+	t, err := oci.ParsePath(r.URL)
+	setRoute(r.Context(), t.Route)
+	if t.Route == oci.RouteUpload || (err == nil && t.Route != oci.RouteBase && !isRead(r.Method)) {
+		h.fail(w, r, oci.NewError(http.StatusMethodNotAllowed, oci.CodeUnsupported, "this registry is a read-only pull-through cache"))
 		return
 	}
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	switch t.route {
-	case RouteBase:
+	switch t.Route {
+	case oci.RouteBase:
 		if !isRead(r.Method) {
-			h.fail(w, r, newError(http.StatusMethodNotAllowed, codeUnsupported, "method not allowed"))
+			h.fail(w, r, oci.NewError(http.StatusMethodNotAllowed, oci.CodeUnsupported, "method not allowed"))
 			return
 		}
 		w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
@@ -91,9 +91,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
 			_, _ = io.WriteString(w, "{}")
 		}
-	case RouteManifest:
+	case oci.RouteManifest:
 		h.serveManifest(w, r, t)
-	case RouteBlob:
+	case oci.RouteBlob:
 		if r.Method == http.MethodHead {
 			h.headBlob(w, r, t)
 			return
@@ -104,24 +104,20 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func isRead(method string) bool { return method == http.MethodGet || method == http.MethodHead }
 
-// fail writes err as an OCI error and logs what the client is not told.
+// fail writes err as an OCI error; what the client is not told goes to the request's log.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	e := errorFor(err)
-	if e.Status >= 500 {
-		loggerFrom(r.Context(), h.log).Warn("request failed", "error", err.Error(), "status", e.Status)
-	}
-	e.write(w, r)
+	oci.WriteError(w, r, loggerFrom(r.Context(), h.log), err)
 }
 
-func (h *handler) serveManifest(w http.ResponseWriter, r *http.Request, t target) {
-	m, err := h.backend.Manifest(r.Context(), t.repo, t.ref)
+func (h *handler) serveManifest(w http.ResponseWriter, r *http.Request, t oci.Path) {
+	m, err := h.backend.Manifest(r.Context(), t.Repo, t.Reference)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	if t.byDigest && m.Digest != t.digest {
+	if t.ByDigest && m.Digest != t.Digest {
 		// The Backend verifies content; a mismatch here is a bug, never served.
-		h.fail(w, r, fmt.Errorf("backend returned manifest %s for %s", m.Digest, t.digest))
+		h.fail(w, r, fmt.Errorf("backend returned manifest %s for %s", m.Digest, t.Digest))
 		return
 	}
 	etag := `"` + m.Digest.String() + `"`
@@ -148,13 +144,13 @@ func blobHeaders(w http.ResponseWriter, d v1.Hash) {
 	hdr.Set("Accept-Ranges", "bytes")
 }
 
-func (h *handler) headBlob(w http.ResponseWriter, r *http.Request, t target) {
-	size, err := h.backend.StatBlob(r.Context(), t.repo, t.digest)
+func (h *handler) headBlob(w http.ResponseWriter, r *http.Request, t oci.Path) {
+	size, err := h.backend.StatBlob(r.Context(), t.Repo, t.Digest)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	blobHeaders(w, t.digest)
+	blobHeaders(w, t.Digest)
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
 }
@@ -163,9 +159,9 @@ func (h *handler) headBlob(w http.ResponseWriter, r *http.Request, t target) {
 // and streams bytes as they arrive, flushing each chunk: containerd waits at most 30 s for
 // response headers. If the bytes fail after headers went out, the response is aborted so the
 // client sees a broken transfer rather than a complete-looking body.
-func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t target) {
+func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t oci.Path) {
 	ctx := r.Context()
-	b, err := h.backend.Blob(ctx, t.repo, t.digest)
+	b, err := h.backend.Blob(ctx, t.Repo, t.Digest)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -174,7 +170,7 @@ func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t target) {
 	rng, partial, err := parseRange(r.Header.Get("Range"), size)
 	if errors.Is(err, errUnsatisfiable) {
 		w.Header().Set("Content-Range", "bytes */"+strconv.FormatInt(size, 10))
-		h.fail(w, r, newError(http.StatusRequestedRangeNotSatisfiable, codeRangeUnsatisfied, "range not satisfiable"))
+		h.fail(w, r, oci.NewError(http.StatusRequestedRangeNotSatisfiable, oci.CodeRangeUnsatisfied, "range not satisfiable"))
 		return
 	}
 	offset, length := int64(0), size
@@ -188,7 +184,7 @@ func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t target) {
 	}
 	defer rc.Close()
 
-	blobHeaders(w, t.digest)
+	blobHeaders(w, t.Digest)
 	if length >= 0 {
 		w.Header().Set("Content-Length", strconv.FormatInt(length, 10))
 	}
@@ -198,44 +194,21 @@ func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t target) {
 		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", offset, offset+length-1, size))
 	}
 	w.WriteHeader(status)
-	rcw := http.NewResponseController(w)
-	_ = rcw.Flush()
+	_ = http.NewResponseController(w).Flush()
 
-	written, err, clientGone := h.stream(w, rcw, rc)
+	written, err, werr := oci.Stream(w, rc, make([]byte, h.copyBuffer))
+	clientGone := werr != nil
 	if err == nil && !clientGone && length >= 0 && written != length {
 		err = fmt.Errorf("blob ended after %d of %d bytes", written, length)
 	}
 	if err != nil || clientGone {
 		if err != nil && ctx.Err() == nil {
 			loggerFrom(ctx, h.log).Error("blob stream failed; aborting response",
-				"digest", t.digest.String(), "repo", t.repo.String(), "written", written, "error", err.Error())
+				"digest", t.Digest.String(), "repo", t.Repo.String(), "written", written, "error", err.Error())
 		}
 		setAborted(ctx)
 		// The only way to tell an HTTP/1.1 or HTTP/2 client that a body with a
 		// Content-Length is broken: reset the connection or stream.
 		panic(http.ErrAbortHandler)
-	}
-}
-
-// stream copies rc to w, flushing after every chunk so waiting clients get bytes as soon as
-// they exist. A failed write means the client left: the copy stops (the fill goes on).
-func (h *handler) stream(w io.Writer, rcw *http.ResponseController, rc io.Reader) (written int64, readErr error, clientGone bool) {
-	buf := make([]byte, h.copyBuffer)
-	for {
-		n, rerr := rc.Read(buf)
-		if n > 0 {
-			m, werr := w.Write(buf[:n])
-			written += int64(m)
-			if werr != nil {
-				return written, nil, true
-			}
-			_ = rcw.Flush()
-		}
-		if rerr == io.EOF {
-			return written, nil, false
-		}
-		if rerr != nil {
-			return written, rerr, false
-		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hubcache/hubcache/proxy/oci"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -19,7 +20,7 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hubcache_http_requests_total",
-			Help: "Registry API requests by route, method and status code (aborted streams count as code \"aborted\").",
+			Help: "Registry API requests by route, method (GET, HEAD or other) and status code (aborted streams count as code \"aborted\").",
 		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "hubcache_http_request_duration_seconds",
@@ -44,11 +45,11 @@ const (
 
 // requestInfo is filled in by the handler and read by the middleware after it returns.
 type requestInfo struct {
-	route   Route
+	route   oci.Route
 	aborted bool
 }
 
-func setRoute(ctx context.Context, r Route) {
+func setRoute(ctx context.Context, r oci.Route) {
 	if info, ok := ctx.Value(infoKey).(*requestInfo); ok {
 		info.route = r
 	}
@@ -106,9 +107,12 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func instrument(next http.Handler, log *slog.Logger, m *httpMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		info := &requestInfo{route: RouteNotFound}
-		reqLog := log.With("method", r.Method, "path", r.URL.EscapedPath())
-		ctx := context.WithValue(r.Context(), infoKey, info)
+		info := &requestInfo{route: oci.RouteNotFound}
+		id := oci.IncomingRequestID(r)
+		w.Header().Set(oci.RequestIDHeader, id)
+		reqLog := log.With("request_id", id, "method", r.Method, "path", r.URL.EscapedPath())
+		ctx := oci.WithRequestID(r.Context(), id)
+		ctx = context.WithValue(ctx, infoKey, info)
 		ctx = context.WithValue(ctx, loggerKey, reqLog)
 		rec := &recorder{ResponseWriter: w}
 
@@ -121,8 +125,9 @@ func instrument(next http.Handler, log *slog.Logger, m *httpMetrics) http.Handle
 				code = "aborted"
 			}
 			elapsed := time.Since(start)
-			m.requests.WithLabelValues(string(info.route), r.Method, code).Inc()
-			m.duration.WithLabelValues(string(info.route), r.Method).Observe(elapsed.Seconds())
+			method := oci.MethodLabel(r.Method)
+			m.requests.WithLabelValues(string(info.route), method, code).Inc()
+			m.duration.WithLabelValues(string(info.route), method).Observe(elapsed.Seconds())
 			reqLog.Info("request",
 				"route", string(info.route), "status", code, "bytes", rec.bytes,
 				"duration_ms", elapsed.Milliseconds(), "remote", r.RemoteAddr,

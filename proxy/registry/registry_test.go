@@ -18,15 +18,16 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // fakeBackend serves fixed content and records what it was asked.
 type fakeBackend struct {
 	mu        sync.Mutex
 	calls     []string
-	manifests map[string]cache.Manifest // "repo@ref"
+	manifests map[string]oci.Manifest // "repo@ref"
 	blobs     map[v1.Hash][]byte
 	err       error
 	// failAfter makes blob readers fail after that many bytes (0: never).
@@ -39,38 +40,38 @@ func (f *fakeBackend) record(s string) {
 	f.calls = append(f.calls, s)
 }
 
-func (f *fakeBackend) Manifest(_ context.Context, repo cache.Repo, ref string) (cache.Manifest, error) {
+func (f *fakeBackend) Manifest(_ context.Context, repo oci.Repo, ref string) (oci.Manifest, error) {
 	f.record("manifest " + repo.String() + " " + ref)
 	if f.err != nil {
-		return cache.Manifest{}, f.err
+		return oci.Manifest{}, f.err
 	}
 	m, ok := f.manifests[repo.String()+"@"+ref]
 	if !ok {
-		return cache.Manifest{}, cache.ErrManifestUnknown
+		return oci.Manifest{}, oci.ErrManifestUnknown
 	}
 	return m, nil
 }
 
-func (f *fakeBackend) Blob(_ context.Context, repo cache.Repo, d v1.Hash) (cache.Blob, error) {
+func (f *fakeBackend) Blob(_ context.Context, repo oci.Repo, d v1.Hash) (oci.Blob, error) {
 	f.record("blob " + repo.String() + " " + d.String())
 	if f.err != nil {
 		return nil, f.err
 	}
 	b, ok := f.blobs[d]
 	if !ok {
-		return nil, cache.ErrBlobUnknown
+		return nil, oci.ErrBlobUnknown
 	}
 	return &fakeBlob{d: d, b: b, failAfter: f.failAfter}, nil
 }
 
-func (f *fakeBackend) StatBlob(_ context.Context, repo cache.Repo, d v1.Hash) (int64, error) {
+func (f *fakeBackend) StatBlob(_ context.Context, repo oci.Repo, d v1.Hash) (int64, error) {
 	f.record("stat " + repo.String() + " " + d.String())
 	if f.err != nil {
 		return 0, f.err
 	}
 	b, ok := f.blobs[d]
 	if !ok {
-		return 0, cache.ErrBlobUnknown
+		return 0, oci.ErrBlobUnknown
 	}
 	return int64(len(b)), nil
 }
@@ -112,9 +113,9 @@ var (
 
 func newTestServer(t *testing.T) (*fakeBackend, *httptest.Server) {
 	t.Helper()
-	m := cache.Manifest{Digest: manifestHash, MediaType: "application/vnd.docker.distribution.manifest.v2+json", Body: manifestBody}
+	m := oci.Manifest{Digest: manifestHash, MediaType: "application/vnd.docker.distribution.manifest.v2+json", Body: manifestBody}
 	b := &fakeBackend{
-		manifests: map[string]cache.Manifest{
+		manifests: map[string]oci.Manifest{
 			"docker.io/library/nginx@latest":                   m,
 			"docker.io/library/nginx@" + manifestHash.String(): m,
 		},
@@ -152,7 +153,9 @@ func do(t *testing.T, method, url string, hdr map[string]string) (*http.Response
 
 func errorCode(t *testing.T, body []byte) string {
 	t.Helper()
-	var eb errorBody
+	var eb struct {
+		Errors []struct{ Code string } `json:"errors"`
+	}
 	if err := json.Unmarshal(body, &eb); err != nil || len(eb.Errors) != 1 {
 		t.Fatalf("not an OCI error body: %q", body)
 	}
@@ -268,26 +271,26 @@ func TestHostileAndInvalidRequestsAreRefusedWithoutAskingTheBackend(t *testing.T
 		status             int
 		code               string
 	}{
-		{"a dot-dot component", "GET", "/v2/docker.io/library/../x/manifests/latest", 400, codeNameInvalid},
-		{"an encoded dot-dot component", "GET", "/v2/docker.io/library/%2e%2e/x/manifests/latest", 400, codeNameInvalid},
-		{"an encoded slash", "GET", "/v2/docker.io/library%2Fnginx/manifests/latest", 400, codeNameInvalid},
-		{"an over-long name", "GET", "/v2/docker.io/library/" + long + "/manifests/latest", 400, codeNameInvalid},
-		{"an uppercase name", "GET", "/v2/docker.io/library/NGINX/manifests/latest", 400, codeNameInvalid},
-		{"an uppercase registry", "GET", "/v2/Docker.io/library/nginx/manifests/latest", 400, codeNameInvalid},
-		{"an empty component", "GET", "/v2/docker.io/library//nginx/manifests/latest", 400, codeNameInvalid},
-		{"an invalid blob digest", "GET", "/v2/docker.io/library/nginx/blobs/sha256:xyz", 400, codeDigestInvalid},
-		{"an uppercase digest", "GET", "/v2/docker.io/library/nginx/blobs/sha256:" + strings.ToUpper(blobHash.Hex), 400, codeDigestInvalid},
-		{"another digest algorithm", "GET", "/v2/docker.io/library/nginx/manifests/md5:abc", 400, codeDigestInvalid},
-		{"an invalid tag", "GET", "/v2/docker.io/library/nginx/manifests/.INVALID", 404, codeManifestUnknown},
-		{"an ns that is not a registry", "GET", "/v2/library/nginx/manifests/latest?ns=evil/../x", 404, codeNameUnknown},
-		{"a manifest push", "PUT", "/v2/docker.io/library/nginx/manifests/latest", 405, codeUnsupported},
-		{"a manifest delete", "DELETE", "/v2/docker.io/library/nginx/manifests/latest", 405, codeUnsupported},
-		{"a blob delete", "DELETE", "/v2/docker.io/library/nginx/blobs/" + blobHash.String(), 405, codeUnsupported},
-		{"an upload start", "POST", "/v2/docker.io/library/nginx/blobs/uploads/", 405, codeUnsupported},
-		{"an upload chunk", "PATCH", "/v2/docker.io/library/nginx/blobs/uploads/abc", 405, codeUnsupported},
-		{"a tag list", "GET", "/v2/docker.io/library/nginx/tags/list", 404, codeUnsupported},
-		{"the catalog", "GET", "/v2/_catalog", 404, codeUnsupported},
-		{"a path outside the API", "GET", "/v3/x", 404, codeUnsupported},
+		{"a dot-dot component", "GET", "/v2/docker.io/library/../x/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an encoded dot-dot component", "GET", "/v2/docker.io/library/%2e%2e/x/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an encoded slash", "GET", "/v2/docker.io/library%2Fnginx/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an over-long name", "GET", "/v2/docker.io/library/" + long + "/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an uppercase name", "GET", "/v2/docker.io/library/NGINX/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an uppercase registry", "GET", "/v2/Docker.io/library/nginx/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an empty component", "GET", "/v2/docker.io/library//nginx/manifests/latest", 400, oci.CodeNameInvalid},
+		{"an invalid blob digest", "GET", "/v2/docker.io/library/nginx/blobs/sha256:xyz", 400, oci.CodeDigestInvalid},
+		{"an uppercase digest", "GET", "/v2/docker.io/library/nginx/blobs/sha256:" + strings.ToUpper(blobHash.Hex), 400, oci.CodeDigestInvalid},
+		{"another digest algorithm", "GET", "/v2/docker.io/library/nginx/manifests/md5:abc", 400, oci.CodeDigestInvalid},
+		{"an invalid tag", "GET", "/v2/docker.io/library/nginx/manifests/.INVALID", 404, oci.CodeManifestUnknown},
+		{"an ns that is not a registry", "GET", "/v2/library/nginx/manifests/latest?ns=evil/../x", 404, oci.CodeNameUnknown},
+		{"a manifest push", "PUT", "/v2/docker.io/library/nginx/manifests/latest", 405, oci.CodeUnsupported},
+		{"a manifest delete", "DELETE", "/v2/docker.io/library/nginx/manifests/latest", 405, oci.CodeUnsupported},
+		{"a blob delete", "DELETE", "/v2/docker.io/library/nginx/blobs/" + blobHash.String(), 405, oci.CodeUnsupported},
+		{"an upload start", "POST", "/v2/docker.io/library/nginx/blobs/uploads/", 405, oci.CodeUnsupported},
+		{"an upload chunk", "PATCH", "/v2/docker.io/library/nginx/blobs/uploads/abc", 405, oci.CodeUnsupported},
+		{"a tag list", "GET", "/v2/docker.io/library/nginx/tags/list", 404, oci.CodeUnsupported},
+		{"the catalog", "GET", "/v2/_catalog", 404, oci.CodeUnsupported},
+		{"a path outside the API", "GET", "/v3/x", 404, oci.CodeUnsupported},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, srv.URL+tc.path, nil)
@@ -312,9 +315,9 @@ func TestHostileAndInvalidRequestsAreRefusedWithoutAskingTheBackend(t *testing.T
 
 func TestAnNsNamesTheRegistryOfAMirrorRequest(t *testing.T) {
 	b, srv := newTestServer(t)
-	b.err = cache.ErrNameUnknown
+	b.err = oci.ErrNameUnknown
 	resp, body := do(t, http.MethodGet, srv.URL+"/v2/foo/bar/manifests/latest?ns=ghcr.io", nil)
-	if resp.StatusCode != 404 || errorCode(t, body) != codeNameUnknown {
+	if resp.StatusCode != 404 || errorCode(t, body) != oci.CodeNameUnknown {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 	if len(b.calls) != 1 || b.calls[0] != "manifest ghcr.io/foo/bar latest" {
@@ -330,14 +333,14 @@ func TestBackendErrorsBecomeOCIErrors(t *testing.T) {
 		code       string
 		retryAfter string
 	}{
-		{"an unknown manifest is 404", fmt.Errorf("x: %w", cache.ErrManifestUnknown), 404, codeManifestUnknown, ""},
-		{"an unknown name is 404", cache.ErrNameUnknown, 404, codeNameUnknown, ""},
-		{"a rate limit is 429 with Retry-After", &cache.TooManyRequestsError{RetryAfter: 90 * time.Second}, 429, codeTooManyRequests, "90"},
-		{"a rate limit without Retry-After", &cache.TooManyRequestsError{}, 429, codeTooManyRequests, ""},
-		{"upstream down on a miss is 503", cache.ErrUnavailable, 503, codeUnavailable, ""},
-		{"upstream refusal is 403", cache.ErrUnauthorized, 403, codeDenied, ""},
-		{"an oversized manifest is 502", cache.ErrTooLarge, 502, codeManifestInvalid, ""},
-		{"anything else is 500", errors.New("disk on fire"), 500, codeUnknown, ""},
+		{"an unknown manifest is 404", fmt.Errorf("x: %w", oci.ErrManifestUnknown), 404, oci.CodeManifestUnknown, ""},
+		{"an unknown name is 404", oci.ErrNameUnknown, 404, oci.CodeNameUnknown, ""},
+		{"a rate limit is 429 with Retry-After", &oci.TooManyRequestsError{RetryAfter: 90 * time.Second}, 429, oci.CodeTooManyRequests, "90"},
+		{"a rate limit without Retry-After", &oci.TooManyRequestsError{}, 429, oci.CodeTooManyRequests, ""},
+		{"upstream down on a miss is 503", oci.ErrUnavailable, 503, oci.CodeUnavailable, ""},
+		{"upstream refusal is 403", oci.ErrUnauthorized, 403, oci.CodeDenied, ""},
+		{"an oversized manifest is 502", oci.ErrTooLarge, 502, oci.CodeManifestInvalid, ""},
+		{"anything else is 500", errors.New("disk on fire"), 500, oci.CodeUnknown, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, srv := newTestServer(t)
@@ -369,5 +372,52 @@ func TestTheFirstComponentIsARegistryWhenItLooksLikeAHost(t *testing.T) {
 				t.Fatalf("backend calls %v, want [%s]", b.calls, tc.want)
 			}
 		})
+	}
+}
+
+func TestMadeUpMethodsShareOneMetricLabel(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h, err := New(&fakeBackend{}, WithLogger(slog.New(slog.DiscardHandler)), WithRegisterer(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	for i := range 50 {
+		do(t, fmt.Sprintf("MADEUP%d", i), srv.URL+"/v2/docker.io/library/nginx/manifests/latest", nil)
+	}
+	do(t, http.MethodGet, srv.URL+"/v2/", nil)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	methods := map[string]bool{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" {
+					methods[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(methods) != 2 || !methods["GET"] || !methods["other"] {
+		t.Fatalf("method label values %v, want exactly GET and other", methods)
+	}
+}
+
+func TestAFailedMissTellsTheClientOnlyACodeAndTheRequestID(t *testing.T) {
+	b, srv := newTestServer(t)
+	b.err = fmt.Errorf("%w: Get \"https://10.9.8.7:443/v2/\": dial tcp 10.9.8.7:443: connect: connection refused", oci.ErrUnavailable)
+	resp, body := do(t, http.MethodGet, srv.URL+"/v2/docker.io/library/nginx/manifests/latest", nil)
+	if resp.StatusCode != 503 || errorCode(t, body) != oci.CodeUnavailable {
+		t.Fatalf("got %d %s, want 503 UNAVAILABLE", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), "10.9.8.7") || strings.Contains(string(body), "dial") {
+		t.Fatalf("the body leaks the upstream failure: %s", body)
+	}
+	id := resp.Header.Get(oci.RequestIDHeader)
+	if id == "" || !strings.Contains(string(body), id) {
+		t.Fatalf("the body %s does not carry the request id %q", body, id)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/fillcoord"
 	"github.com/hubcache/hubcache/proxy/imageref"
 	"github.com/hubcache/hubcache/proxy/metadata"
+	"github.com/hubcache/hubcache/proxy/oci"
 	"github.com/hubcache/hubcache/proxy/registry"
 	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/hubcache/hubcache/proxy/visibility"
@@ -210,7 +211,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		upstream.WithMaxManifestSize(o.maxManifestSize),
 		upstream.WithLogger(o.logger),
 		upstream.WithObserver(func(method, registry string, status int) {
-			upResponses.WithLabelValues(method, registry, strconv.Itoa(status)).Inc()
+			upResponses.WithLabelValues(oci.MethodLabel(method), registry, strconv.Itoa(status)).Inc()
 		}),
 	}
 	if o.upstreamTimeout > 0 {

@@ -3,36 +3,16 @@ package upstream
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"mime"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/hubcache/hubcache/proxy/oci"
 )
-
-// manifestTypes are the manifest media types asked for and accepted: OCI index and manifest,
-// Docker manifest list and schema 2. Docker schema 1 is not supported.
-var manifestTypes = []string{
-	string(types.OCIImageIndex),
-	string(types.OCIManifestSchema1),
-	string(types.DockerManifestList),
-	string(types.DockerManifestSchema2),
-}
-
-func acceptedType(mt string) bool {
-	for _, t := range manifestTypes {
-		if mt == t {
-			return true
-		}
-	}
-	return false
-}
 
 // HeadManifest asks upstream for a manifest's descriptor without downloading it (on
 // Docker Hub a HEAD does not count against the pull limit). A tag answer without
@@ -44,13 +24,13 @@ func (c *Client) HeadManifest(ctx context.Context, registry, repo, ref string) (
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
 	defer cancel()
-	resp, err := c.send(ctx, r, rr, http.MethodHead, "/manifests/"+ref, manifestTypes)
+	resp, err := c.send(ctx, r, rr, http.MethodHead, "/manifests/"+ref, oci.ManifestTypes)
 	if err != nil {
 		return Descriptor{}, err
 	}
 	resp.Body.Close()
 
-	desc := Descriptor{Size: resp.ContentLength, MediaType: headerMediaType(resp.Header.Get("Content-Type"))}
+	desc := Descriptor{Size: resp.ContentLength, MediaType: oci.HeaderMediaType(resp.Header.Get("Content-Type"))}
 	switch h := resp.Header.Get("Docker-Content-Digest"); {
 	case h != "":
 		d, err := v1.NewHash(h)
@@ -79,7 +59,7 @@ func (c *Client) GetManifest(ctx context.Context, registry, repo, ref string) ([
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.timeout)
 	defer cancel()
-	resp, err := c.send(ctx, r, rr, http.MethodGet, "/manifests/"+ref, manifestTypes)
+	resp, err := c.send(ctx, r, rr, http.MethodGet, "/manifests/"+ref, oci.ManifestTypes)
 	if err != nil {
 		return nil, Descriptor{}, err
 	}
@@ -114,9 +94,9 @@ func (c *Client) GetManifest(ctx context.Context, registry, repo, ref string) ([
 	if refDigest != nil && *refDigest != got {
 		return nil, Descriptor{}, fmt.Errorf("GET %s manifest %s: %w: body is %s", repo, ref, ErrDigestMismatch, got)
 	}
-	mt, err := bodyMediaType(resp.Header.Get("Content-Type"), body)
+	mt, err := oci.ManifestMediaType(resp.Header.Get("Content-Type"), body)
 	if err != nil {
-		return nil, Descriptor{}, fmt.Errorf("GET %s manifest %s: %w", repo, ref, err)
+		return nil, Descriptor{}, fmt.Errorf("GET %s manifest %s: %w: %w", repo, ref, ErrUnavailable, err)
 	}
 	return body, Descriptor{Digest: got, MediaType: mt, Size: int64(len(body))}, nil
 }
@@ -150,42 +130,4 @@ func parseDigest(s string) (v1.Hash, error) {
 		return v1.Hash{}, fmt.Errorf("%w: invalid digest %q (sha256 only)", ErrNotFound, s)
 	}
 	return d, nil
-}
-
-// headerMediaType is the media type of a Content-Type header, without parameters.
-func headerMediaType(ct string) string {
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		return strings.TrimSpace(ct)
-	}
-	return mt
-}
-
-// bodyMediaType decides a manifest's media type: the Content-Type when it is a manifest
-// type, else the body's mediaType field, else its shape (OCI manifests may omit mediaType).
-func bodyMediaType(contentType string, body []byte) (string, error) {
-	if mt := headerMediaType(contentType); acceptedType(mt) {
-		return mt, nil
-	}
-	var m struct {
-		MediaType     string          `json:"mediaType"`
-		SchemaVersion json.RawMessage `json:"schemaVersion"`
-		Manifests     json.RawMessage `json:"manifests"`
-		Config        json.RawMessage `json:"config"`
-		Layers        json.RawMessage `json:"layers"`
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return "", fmt.Errorf("%w: manifest is not JSON (Content-Type %q)", ErrUnavailable, contentType)
-	}
-	switch {
-	case acceptedType(m.MediaType):
-		return m.MediaType, nil
-	case m.MediaType != "":
-		return "", fmt.Errorf("%w: unsupported manifest media type %q", ErrUnavailable, m.MediaType)
-	case string(m.SchemaVersion) == "2" && m.Manifests != nil:
-		return string(types.OCIImageIndex), nil
-	case string(m.SchemaVersion) == "2" && m.Config != nil && m.Layers != nil:
-		return string(types.OCIManifestSchema1), nil
-	}
-	return "", fmt.Errorf("%w: unsupported manifest (Content-Type %q, schemaVersion %s)", ErrUnavailable, contentType, strconv.Quote(string(m.SchemaVersion)))
 }

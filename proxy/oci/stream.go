@@ -1,0 +1,34 @@
+package oci
+
+import (
+	"errors"
+	"io"
+	"net/http"
+)
+
+// Stream copies src to w through buf, flushing after every chunk so a waiting client gets
+// bytes as soon as they exist (containerd gives up after 30 s without progress). It stops
+// at the first failure: readErr when src failed, writeErr when the client did (a failed
+// write or flush: the client left). End of src is no error.
+func Stream(w http.ResponseWriter, src io.Reader, buf []byte) (written int64, readErr, writeErr error) {
+	rc := http.NewResponseController(w)
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				return written, nil, werr
+			}
+			if ferr := rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
+				return written, nil, ferr
+			}
+		}
+		if rerr == io.EOF {
+			return written, nil, nil
+		}
+		if rerr != nil {
+			return written, rerr, nil
+		}
+	}
+}
