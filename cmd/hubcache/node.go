@@ -10,13 +10,13 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/hubcache/hubcache/proxy/node"
+	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
 type nodeFlags struct {
@@ -67,17 +67,9 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	if err != nil {
 		return fmt.Errorf("--proxy: %w", err)
 	}
-	var ups []node.Upstream
-	for _, v := range f.upstreams {
-		// One value may hold several pairs separated by commas: how HUBCACHE_UPSTREAM
-		// lists more than one, as for the proxy.
-		for _, s := range strings.Split(v, ",") {
-			u, err := node.ParseUpstream(strings.TrimSpace(s))
-			if err != nil {
-				return fmt.Errorf("--upstream: %w", err)
-			}
-			ups = append(ups, u)
-		}
+	ups, err := upstream.ParseEndpoints(f.upstreams)
+	if err != nil {
+		return fmt.Errorf("--upstream: %w", err)
 	}
 	reg, err := newMetricsRegistry("node")
 	if err != nil {
@@ -93,7 +85,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		if _, err := os.Stat(f.dockerConfig + "/config.json"); err != nil {
 			log.Warn("no Docker config.json: fallback fetches are anonymous", "dir", f.dockerConfig, "error", err)
 		}
-		opts = append(opts, node.WithKeychain(node.DockerConfigKeychain(f.dockerConfig)))
+		opts = append(opts, node.WithKeychain(upstream.DockerConfigKeychain(f.dockerConfig)))
 	}
 	srv, err := node.New(proxyURL, ups, opts...)
 	if err != nil {

@@ -20,7 +20,6 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/evict"
-	"github.com/hubcache/hubcache/proxy/imageref"
 	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/hubcache/hubcache/proxy/visibility"
@@ -114,29 +113,16 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 // --data-dir to a volume.
 func defaultDataDir() string { return "hubcache-data" }
 
-// parseUpstreams reads REGISTRY=URL pairs; one value may hold several separated by commas
-// (how HUBCACHE_UPSTREAM lists more than one). Docker Hub aliases name docker.io.
+// parseUpstreams reads the --upstream REGISTRY=URL pairs (upstream.ParseEndpoints) as the
+// map upstream.New takes.
 func parseUpstreams(values []string) (map[string]*url.URL, error) {
-	var pairs []string
-	for _, v := range values {
-		pairs = append(pairs, strings.Split(v, ",")...)
+	eps, err := upstream.ParseEndpoints(values)
+	if err != nil {
+		return nil, fmt.Errorf("--upstream: %w", err)
 	}
-	out := map[string]*url.URL{}
-	for _, p := range pairs {
-		reg, raw, ok := strings.Cut(p, "=")
-		reg = strings.ToLower(strings.TrimSpace(reg))
-		if !ok || reg == "" || raw == "" {
-			return nil, fmt.Errorf("--upstream %q: want REGISTRY=URL, e.g. docker.io=https://registry-1.docker.io", p)
-		}
-		u, err := url.Parse(raw)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return nil, fmt.Errorf("--upstream %q: URL must be http(s)://host[:port]", p)
-		}
-		reg = imageref.CanonicalRegistry(reg)
-		if _, dup := out[reg]; dup {
-			return nil, fmt.Errorf("--upstream: registry %s given twice", reg)
-		}
-		out[reg] = u
+	out := make(map[string]*url.URL, len(eps))
+	for _, e := range eps {
+		out[e.Registry] = e.URL
 	}
 	return out, nil
 }

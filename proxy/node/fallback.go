@@ -5,60 +5,33 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/hubcache/hubcache/proxy/oci"
+	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
-// registryResource names a configured registry for a keychain lookup. Credentials are
-// looked up by the registry's name in cache paths ("docker.io"), not by the host its API
-// lives on ("registry-1.docker.io").
-type registryResource string
-
-func (r registryResource) String() string      { return string(r) }
-func (r registryResource) RegistryStr() string { return string(r) }
-
-// transports keeps one authenticated RoundTripper per repository, so that the token
-// handshake (a ping and a token request) happens once, not on every request. A Bearer
-// transport widens its scopes as it meets new repositories, which is why entries are per
-// repository; the cache is bounded and entries are renewed after maxAge so rotated
-// credentials are picked up.
+// transports keeps one authenticated RoundTripper per repository (upstream.TransportCache):
+// the token handshake happens once per repository, not on every request; entries are
+// renewed after maxAge so rotated credentials are picked up.
 type transports struct {
 	base     http.RoundTripper
 	keychain authn.Keychain
-	max      int
-	maxAge   time.Duration
-	now      func() time.Time
-
-	mu      sync.Mutex
-	entries map[string]*transportEntry
-}
-
-type transportEntry struct {
-	rt       http.RoundTripper
-	created  time.Time
-	lastUsed time.Time
+	cache    *upstream.TransportCache
 }
 
 func newTransports(base http.RoundTripper, kc authn.Keychain, max int, maxAge time.Duration, now func() time.Time) *transports {
-	return &transports{base: base, keychain: kc, max: max, maxAge: maxAge, now: now, entries: map[string]*transportEntry{}}
+	return &transports{base: base, keychain: kc, cache: upstream.NewTransportCache(max, maxAge, now)}
 }
 
-func (t *transports) get(ctx context.Context, up Upstream, repository string) (http.RoundTripper, error) {
+func (t *transports) get(ctx context.Context, up upstream.Endpoint, repository string) (http.RoundTripper, error) {
 	key := up.Registry + "/" + repository
-	now := t.now()
-	t.mu.Lock()
-	if e, ok := t.entries[key]; ok && now.Sub(e.created) < t.maxAge {
-		e.lastUsed = now
-		t.mu.Unlock()
-		return e.rt, nil
+	if rt, ok := t.cache.Get(key); ok {
+		return rt, nil
 	}
-	t.mu.Unlock()
-
-	reg, err := up.nameRegistry()
+	reg, err := up.NameRegistry()
 	if err != nil {
 		return nil, err
 	}
@@ -67,25 +40,7 @@ func (t *transports) get(ctx context.Context, up Upstream, repository string) (h
 	if err != nil {
 		return nil, err
 	}
-
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.entries[key] = &transportEntry{rt: rt, created: now, lastUsed: now}
-	for len(t.entries) > t.max {
-		t.evictOldest()
-	}
-	return rt, nil
-}
-
-func (t *transports) evictOldest() {
-	var oldest string
-	var at time.Time
-	for k, e := range t.entries {
-		if oldest == "" || e.lastUsed.Before(at) {
-			oldest, at = k, e.lastUsed
-		}
-	}
-	delete(t.entries, oldest)
+	return t.cache.Add(key, rt), nil
 }
 
 // fallback fetches the request from the upstream registry itself and streams the answer

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubcache/hubcache/proxy/node"
+	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
 // standInProxy plays the hubcache proxy: go-containerregistry's registry holding images
@@ -127,7 +128,7 @@ type testNode struct {
 	registry *prometheus.Registry
 }
 
-func startNode(t *testing.T, proxyURL *url.URL, ups []node.Upstream, opts ...node.Option) *testNode {
+func startNode(t *testing.T, proxyURL *url.URL, ups []upstream.Endpoint, opts ...node.Option) *testNode {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewJSONHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -21,13 +21,14 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/hubcache/hubcache/proxy/oci"
+	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Server is the node-local registry endpoint.
 type Server struct {
 	proxyURL   *url.URL
-	upstreams  map[string]Upstream
+	upstreams  map[string]upstream.Endpoint
 	proxy      http.RoundTripper
 	breaker    *breaker
 	transports *transports
@@ -55,7 +56,8 @@ type Option func(*options)
 // WithLogger sets the logger (default: slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
-// WithKeychain sets where upstream credentials come from (default: anonymous).
+// WithKeychain sets where upstream credentials come from (default: anonymous), e.g.
+// upstream.DockerConfigKeychain.
 func WithKeychain(kc authn.Keychain) Option { return func(o *options) { o.keychain = kc } }
 
 // WithRegisterer registers the metrics there (default: a private registry).
@@ -88,7 +90,7 @@ func WithBreaker(threshold int, coolDown time.Duration) Option {
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // New returns a Server that forwards to the proxy at proxyURL and falls back to upstreams.
-func New(proxyURL *url.URL, upstreams []Upstream, opts ...Option) (*Server, error) {
+func New(proxyURL *url.URL, upstreams []upstream.Endpoint, opts ...Option) (*Server, error) {
 	if proxyURL == nil || (proxyURL.Scheme != "http" && proxyURL.Scheme != "https") || proxyURL.Host == "" {
 		return nil, fmt.Errorf("proxy URL %v: want http(s)://host[:port]", proxyURL)
 	}
@@ -115,7 +117,7 @@ func New(proxyURL *url.URL, upstreams []Upstream, opts ...Option) (*Server, erro
 	if o.upstreamTransport == nil {
 		o.upstreamTransport = defaultUpstreamTransport()
 	}
-	ups := map[string]Upstream{}
+	ups := map[string]upstream.Endpoint{}
 	for _, u := range upstreams {
 		if _, dup := ups[u.Registry]; dup {
 			return nil, fmt.Errorf("upstream %s configured twice", u.Registry)

@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/hubcache/hubcache/proxy/node"
+	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/hubcache/hubcache/test/fakehub"
 )
 
@@ -71,13 +72,13 @@ func newFixture(t *testing.T, hubOpts ...fakehub.Option) *fixture {
 	return f
 }
 
-func (f *fixture) upstreams(t *testing.T) []node.Upstream {
+func (f *fixture) upstreams(t *testing.T) []upstream.Endpoint {
 	t.Helper()
-	u, err := node.ParseUpstream("docker.io=" + f.hub.URL())
+	u, err := upstream.ParseEndpoint("docker.io=" + f.hub.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return []node.Upstream{u}
+	return []upstream.Endpoint{u}
 }
 
 var manifestAccept = http.Header{"Accept": {
@@ -221,11 +222,11 @@ func TestFallbackStreamsBodiesAsTheyArrive(t *testing.T) {
 	up := startHTTP(t, mux)
 	proxy := newStandInProxy(t)
 	proxy.stop()
-	u, err := node.ParseUpstream("docker.io=" + up)
+	u, err := upstream.ParseEndpoint("docker.io=" + up)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := startNode(t, proxy.URL(), []node.Upstream{u})
+	n := startNode(t, proxy.URL(), []upstream.Endpoint{u})
 	checkStreams(t, n.url+"/v2/docker.io/library/nginx/blobs/sha256:"+strings.Repeat("0", 64), g, first, rest)
 }
 
@@ -525,7 +526,7 @@ func TestFallbackUsesDockerConfigCredentialsOnlyForPublicRepositories(t *testing
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	withCreds := node.WithKeychain(node.DockerConfigKeychain(dir))
+	withCreds := node.WithKeychain(upstream.DockerConfigKeychain(dir))
 
 	t.Run("without credentials a private repository is refused with DENIED", func(t *testing.T) {
 		n := startNode(t, f.proxy.URL(), f.upstreams(t))

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
 // The node's credentials only raise the rate limit; like the proxy's, they never widen what
@@ -23,11 +24,11 @@ const visibilityProbeTag = "latest"
 
 // pullTransport returns the transport to fetch repository with: credentialed only when the
 // keychain has credentials for the registry and the repository is public.
-func pullTransport(ctx context.Context, up Upstream, reg name.Registry, kc authn.Keychain, base http.RoundTripper, repository string) (http.RoundTripper, error) {
+func pullTransport(ctx context.Context, up upstream.Endpoint, reg name.Registry, kc authn.Keychain, base http.RoundTripper, repository string) (http.RoundTripper, error) {
 	scope := []string{reg.Repo(repository).Scope(transport.PullScope)}
-	auth, err := authn.Resolve(ctx, kc, registryResource(up.Registry))
+	auth, err := upstream.Authenticate(kc, up.Registry, reg.Repo(repository))
 	if err != nil {
-		return nil, fmt.Errorf("credentials for %s: %w", up.Registry, err)
+		return nil, err
 	}
 	anon, err := transport.NewWithContext(ctx, reg, authn.Anonymous, base, scope)
 	if err != nil {
@@ -44,7 +45,7 @@ func pullTransport(ctx context.Context, up Upstream, reg name.Registry, kc authn
 }
 
 // anonymouslyPullable sends the anonymous manifest HEAD; only 200 and 404 say yes.
-func anonymouslyPullable(ctx context.Context, up Upstream, anon http.RoundTripper, repository string) bool {
+func anonymouslyPullable(ctx context.Context, up upstream.Endpoint, anon http.RoundTripper, repository string) bool {
 	u := *up.URL
 	u.Path = "/v2/" + repository + "/manifests/" + visibilityProbeTag
 	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u.String(), nil)

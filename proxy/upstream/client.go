@@ -28,7 +28,7 @@ import (
 type Client struct {
 	opts       options
 	registries map[string]*upstreamRegistry
-	transports *transportCache
+	transports *TransportCache
 
 	mu         sync.Mutex
 	rateLimits map[string]rateLimit
@@ -63,7 +63,7 @@ func New(registries map[string]*url.URL, opts ...Option) (*Client, error) {
 	c := &Client{
 		opts:       o,
 		registries: map[string]*upstreamRegistry{},
-		transports: newTransportCache(o.cacheSize),
+		transports: NewTransportCache(o.cacheSize, 0, nil),
 		rateLimits: map[string]rateLimit{},
 	}
 	for regName, u := range registries {
@@ -77,18 +77,14 @@ func New(registries map[string]*url.URL, opts ...Option) (*Client, error) {
 }
 
 func newUpstreamRegistry(regName string, u *url.URL, base http.RoundTripper) (*upstreamRegistry, error) {
-	if u == nil {
-		return nil, fmt.Errorf("upstream %s: no URL", regName)
-	}
 	if _, err := name.NewRegistry(regName); err != nil {
 		return nil, fmt.Errorf("upstream %s: invalid registry name: %w", regName, err)
 	}
-	if u.Scheme != "https" && u.Scheme != "http" {
-		return nil, fmt.Errorf("upstream %s=%s: scheme must be https or http", regName, u)
+	clean, err := checkURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s=%v: %w", regName, u, err)
 	}
-	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return nil, fmt.Errorf("upstream %s=%s: want scheme://host[:port] only", regName, u)
-	}
+	u = clean
 	var nameOpts []name.Option
 	if u.Scheme == "http" {
 		nameOpts = append(nameOpts, name.Insecure)
@@ -205,7 +201,7 @@ func validRepository(repo string) bool {
 // (ping, credentials, token) when it is not cached.
 func (c *Client) transport(ctx context.Context, r *upstreamRegistry, repo name.Repository) (http.RoundTripper, error) {
 	key := r.name + "\x00" + repo.RepositoryStr()
-	if rt, ok := c.transports.get(key); ok {
+	if rt, ok := c.transports.Get(key); ok {
 		return rt, nil
 	}
 	auth, err := c.authenticator(r, repo)
@@ -220,21 +216,27 @@ func (c *Client) transport(ctx context.Context, r *upstreamRegistry, repo name.R
 		return nil, fmt.Errorf("authenticating to %s for %s: %w", r.name, repo.RepositoryStr(), classify(err))
 	}
 	c.opts.logger.Debug("upstream transport ready", "registry", r.name, "repository", repo.RepositoryStr(), "anonymous", auth == authn.Anonymous)
-	return c.transports.add(key, rt), nil
+	return c.transports.Add(key, rt), nil
 }
 
-// authenticator finds credentials under the configured registry name first (Docker Hub's
-// live under docker.io's historical key), then under the upstream host.
+// authenticator finds r's credentials for repo (see Authenticate).
 func (c *Client) authenticator(r *upstreamRegistry, repo name.Repository) (authn.Authenticator, error) {
+	return Authenticate(c.opts.keychain, r.name, repo)
+}
+
+// Authenticate finds credentials for repo on the registry named registry ("docker.io"),
+// whose API lives at repo's host: under the registry name first (Docker Hub's live under
+// docker.io's keys), then under the API host. Nothing found means anonymous.
+func Authenticate(kc authn.Keychain, registry string, repo name.Repository) (authn.Authenticator, error) {
 	targets := []authn.Resource{}
-	if logical, err := name.NewRepository(r.name + "/" + repo.RepositoryStr()); err == nil {
+	if logical, err := name.NewRepository(registry + "/" + repo.RepositoryStr()); err == nil {
 		targets = append(targets, logical)
 	}
 	targets = append(targets, repo)
 	for _, t := range targets {
-		auth, err := c.opts.keychain.Resolve(t)
+		auth, err := kc.Resolve(t)
 		if err != nil {
-			return nil, fmt.Errorf("credentials for %s: %w", r.name, err)
+			return nil, fmt.Errorf("credentials for %s: %w", registry, err)
 		}
 		if auth != authn.Anonymous {
 			return auth, nil
@@ -265,7 +267,7 @@ func (c *Client) send(ctx context.Context, r *upstreamRegistry, repo name.Reposi
 		err = classify(err)
 		if errors.Is(err, ErrUnauthorized) {
 			// The token refresh was refused: start from scratch next time.
-			c.transports.remove(r.name + "\x00" + repo.RepositoryStr())
+			c.transports.Remove(r.name + "\x00" + repo.RepositoryStr())
 		}
 		return nil, fmt.Errorf("%s %s: %w", method, u.Path, err)
 	}
@@ -278,7 +280,7 @@ func (c *Client) send(ctx context.Context, r *upstreamRegistry, repo name.Reposi
 	err = statusError(resp)
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		// Build the transport again next time: credentials may have changed.
-		c.transports.remove(r.name + "\x00" + repo.RepositoryStr())
+		c.transports.Remove(r.name + "\x00" + repo.RepositoryStr())
 	}
 	return nil, fmt.Errorf("%s %s: %w", method, u.Path, err)
 }

@@ -42,26 +42,40 @@ func TestRetryAfterReadsSecondsAndIgnoresNonsense(t *testing.T) {
 }
 
 func TestTheTransportCacheKeepsOnlyTheMostRecent(t *testing.T) {
-	c := newTransportCache(2)
+	c := NewTransportCache(2, 0, nil)
 	a, b, d := http.DefaultTransport, &http.Transport{}, &http.Transport{}
-	c.add("a", a)
-	c.add("b", b)
-	c.get("a") // a is now the most recent, b the oldest
-	c.add("d", d)
-	if _, ok := c.get("b"); ok {
+	c.Add("a", a)
+	c.Add("b", b)
+	c.Get("a") // a is now the most recent, b the oldest
+	c.Add("d", d)
+	if _, ok := c.Get("b"); ok {
 		t.Error("the least recently used entry was kept")
 	}
-	if _, ok := c.get("a"); !ok {
+	if _, ok := c.Get("a"); !ok {
 		t.Error("a recently used entry was evicted")
 	}
-	if got := c.add("a", d); got != a {
+	if got := c.Add("a", d); got != a {
 		t.Error("a second add replaced the first transport")
 	}
-	if c.len() != 2 {
-		t.Errorf("len %d, want 2", c.len())
+	if c.Len() != 2 {
+		t.Errorf("len %d, want 2", c.Len())
 	}
-	c.remove("a")
-	if _, ok := c.get("a"); ok {
+	c.Remove("a")
+	if _, ok := c.Get("a"); ok {
 		t.Error("removed entry still there")
+	}
+}
+
+func TestTheTransportCacheRebuildsEntriesOlderThanMaxAge(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := NewTransportCache(8, time.Minute, func() time.Time { return now })
+	c.Add("a", http.DefaultTransport)
+	now = now.Add(59 * time.Second)
+	if _, ok := c.Get("a"); !ok {
+		t.Fatal("a fresh entry was dropped")
+	}
+	now = now.Add(time.Second)
+	if _, ok := c.Get("a"); ok {
+		t.Fatal("an entry a minute old was kept")
 	}
 }

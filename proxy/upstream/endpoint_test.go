@@ -1,8 +1,8 @@
-package node
+package upstream
 
 import "testing"
 
-func TestParseUpstream(t *testing.T) {
+func TestParseEndpoint(t *testing.T) {
 	tests := []struct {
 		name, in, registry, url string
 		wantErr                 bool
@@ -16,38 +16,34 @@ func TestParseUpstream(t *testing.T) {
 		{name: "credentials in the URL are an error", in: "docker.io=https://u:p@example.com", wantErr: true},
 		{name: "another scheme is an error", in: "docker.io=ftp://example.com", wantErr: true},
 		{name: "an invalid registry name is an error", in: "a/b=https://example.com", wantErr: true},
+		{name: "spaces around the pair and an uppercase name are fine", in: " Docker.IO=https://registry-1.docker.io ", registry: "docker.io", url: "https://registry-1.docker.io"},
+		{name: "a query is an error", in: "docker.io=https://example.com?x=1", wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			u, err := ParseUpstream(tc.in)
+			u, err := ParseEndpoint(tc.in)
 			if tc.wantErr {
 				if err == nil {
-					t.Fatalf("ParseUpstream(%q) = %v; want an error", tc.in, u)
+					t.Fatalf("ParseEndpoint(%q) = %v; want an error", tc.in, u)
 				}
 				return
 			}
 			if err != nil {
-				t.Fatalf("ParseUpstream(%q): %v", tc.in, err)
+				t.Fatalf("ParseEndpoint(%q): %v", tc.in, err)
 			}
 			if u.Registry != tc.registry || u.URL.String() != tc.url {
-				t.Fatalf("ParseUpstream(%q) = %s %s; want %s %s", tc.in, u.Registry, u.URL, tc.registry, tc.url)
+				t.Fatalf("ParseEndpoint(%q) = %s %s; want %s %s", tc.in, u.Registry, u.URL, tc.registry, tc.url)
 			}
 		})
 	}
 }
 
-func TestConfigKeysMatchByCanonicalRegistry(t *testing.T) {
-	tests := map[string]string{
-		"https://index.docker.io/v1/": "docker.io",
-		"docker.io":                   "docker.io",
-		"registry-1.docker.io":        "docker.io",
-		"https://ghcr.io":             "ghcr.io",
-		"http://127.0.0.1:5000/x":     "127.0.0.1:5000",
-		"Quay.IO":                     "quay.io",
+func TestParseEndpointsSplitsCommasAndRefusesDuplicates(t *testing.T) {
+	got, err := ParseEndpoints([]string{"docker.io=https://registry-1.docker.io,ghcr.io=https://ghcr.io", "quay.io=https://quay.io"})
+	if err != nil || len(got) != 3 || got[1].Registry != "ghcr.io" {
+		t.Fatalf("ParseEndpoints = %v, %v; want three endpoints", got, err)
 	}
-	for key, want := range tests {
-		if got := configKeyRegistry(key); got != want {
-			t.Errorf("configKeyRegistry(%q) = %q; want %q", key, got, want)
-		}
+	if _, err := ParseEndpoints([]string{"docker.io=https://a.example", "index.docker.io=https://b.example"}); err == nil {
+		t.Fatal("Docker Hub given twice under two aliases was accepted")
 	}
 }
