@@ -42,14 +42,14 @@ services: ## Start the servers the tests talk to (Postgres)
 	hack/services.sh
 
 .PHONY: test
-test: tools services ## Run every test (unit, integration, end-to-end, brief fuzzing) against real servers
+test: tools services ## Run every test (unit, integration, end-to-end, brief fuzzing) against real servers, with the race detector
 	eval "$$(hack/tools.sh env)"; \
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
 
 .PHONY: test-unit
-test-unit: ## Run only the fast tests (no servers needed)
-	$(GO) test -short ./cmd/... ./webhook/... ./proxy/... ./manifests/...
+test-unit: ## Run only the fast tests (no servers needed), with the race detector
+	$(GO) test -race -short ./cmd/... ./webhook/... ./proxy/... ./manifests/...
 
 .PHONY: fuzz
 fuzz: ## Fuzz reference normalisation briefly (FUZZTIME=20s)

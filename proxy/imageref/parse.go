@@ -1,30 +1,37 @@
 package imageref
 
 import (
+	_ "crypto/sha256" // digests in references are checked by algorithm; register both
+	_ "crypto/sha512"
 	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
 // ErrInvalid is wrapped by every error about a malformed reference or cache path.
 var ErrInvalid = errors.New("invalid image reference")
 
+// ErrImageID is wrapped (with ErrInvalid) when a reference is an image ID ("<64 hex>" or
+// "sha256:<64 hex>"): an ID names local content, not a repository, so it has no place in a
+// registry. Docker, containerd and distribution refuse it as a name; so does Parse.
+var ErrImageID = errors.New("an image ID, not an image name")
+
 // MaxNameLength is the longest a repository name (registry host and path, without tag or
-// digest) may be; distribution's reference package enforces the same limit.
+// digest) may be.
 const MaxNameLength = 255
 
-// pkg/name is lenient where distribution (and therefore containerd and the API server's
-// users) is strict: it accepts empty or badly separated path components ("a//b", "-a", "a.."),
-// tags that start with '.' or '-', and any URL authority as a host. These patterns are
-// distribution's grammar, applied to the parts pkg/name has already separated.
+// The grammar is distribution's (github.com/distribution/reference, the parser containerd
+// uses), anchored. pathPattern is its repository path, which the package does not export
+// on its own.
 var (
-	hostPattern      = regexp.MustCompile(`^(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$`)
-	pathPattern      = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
-	tagPattern       = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
-	upperHostPattern = regexp.MustCompile(`[A-Z]`)
+	hostPattern    = regexp.MustCompile(`^` + reference.DomainRegexp.String() + `$`)
+	tagPattern     = regexp.MustCompile(`^` + reference.TagRegexp.String() + `$`)
+	pathPattern    = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+	imageIDPattern = regexp.MustCompile(`^(?:sha256:)?[a-f0-9]{64}$`)
 )
 
 // Ref is an image reference split into the parts the cache mapping uses.
@@ -63,77 +70,60 @@ func (r Ref) Normalized() Ref {
 	return r
 }
 
-// Parse parses an image reference as a container runtime would read it: pkg/name for the
-// structure, distribution's grammar for the parts pkg/name accepts too readily. An explicit
-// tag is kept distinguishable from none (Parts reports Tag ""), so ":latest" is added only
-// where the user wrote neither tag nor digest.
-//
-// StrictValidation is not used: it rejects exactly the short forms users write ("nginx",
-// "bitnami/redis"), which Docker Hub's defaults complete.
+// Parse parses an image reference as a container runtime reads it: distribution's
+// ParseNormalizedNamed (the first component is a registry host when IsHostComponent says
+// so; Docker Hub gets "library/"; "tag@digest" keeps both). The result is a
+// go-containerregistry reference, which the rest of hubcache uses for transports and
+// scopes. An explicit tag is kept distinguishable from none (Parts reports Tag ""), so
+// ":latest" is added only where the user wrote neither tag nor digest. An image ID is
+// refused (ErrImageID).
 func Parse(s string) (name.Reference, error) {
-	ref, err := name.ParseReference(s, name.WithDefaultTag(""))
+	if imageIDPattern.MatchString(s) {
+		return nil, fmt.Errorf("%w: %w: %q is left to the runtime, which resolves IDs locally", ErrInvalid, ErrImageID, s)
+	}
+	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
-		// Distribution reads an uppercase first component as a registry host ("MyReg/app");
-		// pkg/name reads it as part of the repository and rejects the uppercase.
-		if r, ok := parseUppercaseHost(s); ok {
-			return r, nil
-		}
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, explain(s, err))
+		return nil, fmt.Errorf("%w: %q: %w%s", ErrInvalid, s, err, explain(s))
 	}
-	if err := check(ref); err != nil {
-		return nil, err
+	domain, path := reference.Domain(named), reference.Path(named)
+	if !hostPattern.MatchString(domain) {
+		// distribution reads a first component it cannot take as a host ("a_b.com/x") as
+		// a path with no domain at all; there is no registry to pull that from.
+		return nil, fmt.Errorf("%w: %q: %q is not a valid registry host", ErrInvalid, s, strings.Split(s, "/")[0])
 	}
-	return ref, nil
+	if n := len(domain) + 1 + len(path); n > MaxNameLength {
+		return nil, fmt.Errorf("%w: name is %d characters, more than %d", ErrInvalid, n, MaxNameLength)
+	}
+	var tag, digest string
+	if t, ok := named.(reference.Tagged); ok {
+		tag = t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		digest = d.Digest().String()
+	}
+	reg, err := name.NewRegistry(domain)
+	if err != nil {
+		return nil, fmt.Errorf("%w: registry host %q: %w", ErrInvalid, domain, err)
+	}
+	repo := reg.Repo(path)
+	if digest != "" {
+		return withOriginal(repo, tag, digest), nil
+	}
+	return repo.Tag(tag), nil
 }
 
-// explain replaces ParseReference's "could not parse reference" with the specific complaint
-// of the tag or digest parser, whichever applies.
-func explain(s string, err error) error {
-	if strings.Contains(s, "http://") || strings.Contains(s, "https://") {
-		return err
+// explain names the part of s at fault when it is the tag or the digest: distribution only
+// says "invalid reference format".
+func explain(s string) string {
+	rest, digest, hasDigest := strings.Cut(s, "@")
+	if hasDigest && !reference.DigestRegexp.MatchString(digest) {
+		return fmt.Sprintf(" (digest %q is not <algorithm>:<hex>)", digest)
 	}
-	if strings.Contains(s, "@") {
-		if _, derr := name.NewDigest(s, name.WithDefaultTag("")); derr != nil {
-			return derr
-		}
-		return err
+	last := rest[strings.LastIndex(rest, "/")+1:]
+	if _, tag, ok := strings.Cut(last, ":"); ok && !tagPattern.MatchString(tag) {
+		return fmt.Sprintf(" (tag %q must start with a letter, digit or '_' and have at most 128 characters)", tag)
 	}
-	if _, terr := name.NewTag(s, name.WithDefaultTag("")); terr != nil {
-		return terr
-	}
-	return err
-}
-
-// parseUppercaseHost handles "Host/repo[:tag][@digest]" where Host has uppercase letters but
-// no '.' or ':', so pkg/name does not see it as a host. The rest is parsed by pkg/name under a
-// stand-in host it does recognise, and the real host put back.
-func parseUppercaseHost(s string) (name.Reference, bool) {
-	host, rest, ok := strings.Cut(s, "/")
-	if !ok || !upperHostPattern.MatchString(host) || !hostPattern.MatchString(host) {
-		return nil, false
-	}
-	stand, err := name.ParseReference("localhost/"+rest, name.WithDefaultTag(""))
-	if err != nil {
-		return nil, false
-	}
-	reg, err := name.NewRegistry(host)
-	if err != nil {
-		return nil, false
-	}
-	repo := reg.Repo(stand.Context().RepositoryStr())
-	var ref name.Reference
-	switch r := stand.(type) {
-	case name.Digest:
-		ref = withOriginal(repo, Parts(r).Tag, r.DigestStr())
-	case name.Tag:
-		ref = repo.Tag(r.TagStr())
-	default:
-		return nil, false
-	}
-	if check(ref) != nil {
-		return nil, false
-	}
-	return ref, true
+	return ""
 }
 
 // withOriginal builds a digest reference that still carries its tag, so Parts can recover it.
@@ -149,25 +139,6 @@ func withOriginal(repo name.Repository, tag, digest string) name.Reference {
 		return repo.Digest(digest)
 	}
 	return d
-}
-
-// check applies distribution's grammar to the parts pkg/name separated.
-func check(ref name.Reference) error {
-	p := Parts(ref)
-	host := ref.Context().RegistryStr()
-	if !hostPattern.MatchString(host) {
-		return fmt.Errorf("%w: registry host %q is not a valid host[:port]", ErrInvalid, host)
-	}
-	if !pathPattern.MatchString(p.Repository) {
-		return fmt.Errorf("%w: repository %q: components must be lowercase letters and digits separated by '.', '_', '__' or '-'", ErrInvalid, p.Repository)
-	}
-	if p.Tag != "" && !tagPattern.MatchString(p.Tag) {
-		return fmt.Errorf("%w: tag %q must start with a letter, digit or '_'", ErrInvalid, p.Tag)
-	}
-	if n := len(p.Name()); n > MaxNameLength {
-		return fmt.Errorf("%w: name is %d characters, more than %d", ErrInvalid, n, MaxNameLength)
-	}
-	return nil
 }
 
 // Parts splits a parsed reference into canonical registry, repository (with "library/" on
@@ -210,23 +181,27 @@ func Map(target string, ref name.Reference) string {
 // repository. The registry must be explicit and Docker Hub repositories complete
 // ("docker.io/library/nginx", not "docker.io/nginx").
 func Split(cachePath string) (registry, repository string, err error) {
-	repo, err := name.NewRepository(cachePath, name.StrictValidation)
-	if err != nil {
-		return "", "", fmt.Errorf("%w: cache path %q: %w", ErrInvalid, cachePath, err)
-	}
-	host := repo.RegistryStr()
-	if !hostPattern.MatchString(host) {
+	host, path, ok := strings.Cut(cachePath, "/")
+	switch {
+	case !ok || !IsHostComponent(host):
+		return "", "", fmt.Errorf("%w: cache path %q does not start with a registry host", ErrInvalid, cachePath)
+	case !hostPattern.MatchString(host):
 		return "", "", fmt.Errorf("%w: cache path %q: registry host %q is not a valid host[:port]", ErrInvalid, cachePath, host)
-	}
-	repository = repo.RepositoryStr()
-	if !pathPattern.MatchString(repository) {
-		return "", "", fmt.Errorf("%w: cache path %q: repository %q is not a valid repository name", ErrInvalid, cachePath, repository)
-	}
-	if len(cachePath) > MaxNameLength {
+	case !pathPattern.MatchString(path):
+		return "", "", fmt.Errorf("%w: cache path %q: repository %q is not a valid repository name", ErrInvalid, cachePath, path)
+	case len(cachePath) > MaxNameLength:
 		return "", "", fmt.Errorf("%w: cache path %q is longer than %d characters", ErrInvalid, cachePath, MaxNameLength)
 	}
-	return CanonicalRegistry(host), repository, nil
+	registry = CanonicalRegistry(host)
+	if registry == DockerHub && !strings.Contains(path, "/") {
+		return "", "", fmt.Errorf("%w: cache path %q: a Docker Hub repository needs its namespace (library/…)", ErrInvalid, cachePath)
+	}
+	return registry, path, nil
 }
 
 // ValidHost reports whether s is a registry host[:port] in distribution's grammar.
 func ValidHost(s string) bool { return hostPattern.MatchString(s) }
+
+// ValidRepository reports whether s is a repository path (without registry) in
+// distribution's grammar and within the length limit.
+func ValidRepository(s string) bool { return len(s) <= MaxNameLength && pathPattern.MatchString(s) }

@@ -73,3 +73,23 @@ func TestSplit(t *testing.T) {
 		})
 	}
 }
+
+func TestParseRefusesImageIDs(t *testing.T) {
+	id := "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a"
+	for _, s := range []string{id, "sha256:" + id} {
+		if _, err := Parse(s); !errors.Is(err, ErrImageID) || !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%q) error = %v, want ErrImageID and ErrInvalid", s, err)
+		}
+	}
+}
+
+func TestIsHostComponent(t *testing.T) {
+	for s, want := range map[string]bool{
+		"docker.io": true, "localhost": true, "myreg:5000": true, "MyReg": true, "[::1]:5000": true,
+		"library": false, "bitnami": false, "my-org": false,
+	} {
+		if got := IsHostComponent(s); got != want {
+			t.Errorf("IsHostComponent(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

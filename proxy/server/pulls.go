@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/hubcache/hubcache/proxy/cache"
-	"github.com/hubcache/hubcache/proxy/registry"
+	"github.com/hubcache/hubcache/proxy/oci"
 	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
@@ -87,8 +87,8 @@ func (p *pullMetrics) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		path, err := registry.ParsePath(r.URL)
-		if err != nil || path.Route != registry.RouteManifest {
+		path, err := oci.ParsePath(r.URL)
+		if err != nil || path.Route != oci.RouteManifest {
 			next.ServeHTTP(w, r)
 			return
 		}

@@ -3,13 +3,12 @@ package server
 import (
 	"context"
 	"net/http"
-	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/hubcache/hubcache/proxy/cache"
-	"github.com/hubcache/hubcache/proxy/imageref"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // redirectBlobs answers GET …/blobs/<digest> with a 307 to a presigned store URL when the blob
@@ -31,41 +30,13 @@ func redirectBlobs(c *cache.Cache, next http.Handler, ttl time.Duration, authori
 	})
 }
 
-// blobTarget reads /v2/<name>/blobs/sha256:<hex> the way the registry handler does
-// (first component a registry when it has "." or ":" or is localhost; else ?ns= or
-// docker.io). Anything it does not recognise is left to the registry handler, which owns
-// the error answers.
+// blobTarget reads /v2/<name>/blobs/sha256:<hex> with the registry handler's parser
+// (oci.ParsePath). Anything else is left to the registry handler, which owns the error
+// answers.
 func blobTarget(r *http.Request) (cache.Repo, v1.Hash, bool) {
-	rest, ok := strings.CutPrefix(r.URL.Path, "/v2/")
-	if !ok {
+	p, err := oci.ParsePath(r.URL)
+	if err != nil || p.Route != oci.RouteBlob {
 		return cache.Repo{}, v1.Hash{}, false
 	}
-	name, digest, ok := strings.Cut(rest, "/blobs/")
-	if !ok || name == "" || strings.Contains(digest, "/") {
-		return cache.Repo{}, v1.Hash{}, false
-	}
-	d, err := v1.NewHash(digest)
-	if err != nil || d.Algorithm != "sha256" {
-		return cache.Repo{}, v1.Hash{}, false
-	}
-	parts := strings.Split(name, "/")
-	registry := imageref.DockerHub
-	if first := parts[0]; len(parts) >= 2 && (first == "localhost" || strings.ContainsAny(first, ".:")) {
-		registry, parts = first, parts[1:]
-	} else if ns := r.URL.Query().Get("ns"); ns != "" {
-		registry = ns
-	}
-	if !imageref.ValidHost(registry) {
-		return cache.Repo{}, v1.Hash{}, false
-	}
-	registry = imageref.CanonicalRegistry(registry)
-	path := strings.Join(parts, "/")
-	if imageref.IsDockerHub(registry) && len(parts) == 1 {
-		path = "library/" + path
-	}
-	reg, repository, err := imageref.Split(registry + "/" + path)
-	if err != nil {
-		return cache.Repo{}, v1.Hash{}, false
-	}
-	return cache.Repo{Registry: reg, Path: repository}, d, true
+	return p.Repo, p.Digest, true
 }

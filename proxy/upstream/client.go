@@ -12,7 +12,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/hubcache/hubcache/proxy/imageref"
 )
 
 // Client fetches manifests and blobs from the configured registries. It is safe for
@@ -179,23 +179,9 @@ func repository(r *upstreamRegistry, repo string) (name.Repository, error) {
 	return rr, nil
 }
 
-// pathComponent is one component of a repository path in the distribution grammar
-// (lowercase alphanumerics joined by one "." or "_", "__", or dashes); go-containerregistry's
-// check lets "..", which means something else in a URL path, through.
-var pathComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-
-// validRepository applies the distribution grammar; 255 is its limit for a whole name.
-func validRepository(repo string) bool {
-	if repo == "" || len(repo) > 255 {
-		return false
-	}
-	for _, c := range strings.Split(repo, "/") {
-		if !pathComponent.MatchString(c) {
-			return false
-		}
-	}
-	return true
-}
+// validRepository applies the reference grammar (imageref.ValidRepository): no "..", which
+// means something else in a URL path, and at most 255 characters.
+func validRepository(repo string) bool { return imageref.ValidRepository(repo) }
 
 // transport returns the authenticated transport for one repository on r, building it
 // (ping, credentials, token) when it is not cached.

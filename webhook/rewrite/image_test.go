@@ -193,3 +193,64 @@ func TestPolicyValidate(t *testing.T) {
 		})
 	}
 }
+
+// imageID is a 64-hex image ID, the form `docker images --no-trunc` prints.
+const imageID = "1a3f5e7d9c1b3a5f7e9d1c3b5a7f9e1d3c5b7a9f1e3d5d7c9b1a3f5e7d9c1b3a"
+
+func TestImageIDsAreNotNames(t *testing.T) {
+	tests := []struct {
+		name, ref string
+		want      string
+		reason    Reason
+	}{
+		{"a bare image ID is left alone as invalid", imageID, "", ReasonInvalid},
+		{"an image ID with its algorithm is left alone as invalid", "sha256:" + imageID, "", ReasonInvalid},
+		{"64 hex under an explicit registry is a name", "docker.io/" + imageID, tgt + "library/" + imageID + ":latest", ReasonRewritten},
+		{"64 hex with a tag is a name", imageID + ":1", tgt + "library/" + imageID + ":1", ReasonRewritten},
+		{"63 hex is a name", imageID[:63], tgt + "library/" + imageID[:63] + ":latest", ReasonRewritten},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Image(tt.ref, Policy{})
+			if d.Reason != tt.reason || d.Rewritten != tt.want {
+				t.Fatalf("Image(%q) = %q (%s: %s), want %q (%s)", tt.ref, d.Rewritten, d.Reason, d.Detail, tt.want, tt.reason)
+			}
+			if tt.reason == ReasonInvalid && !strings.Contains(d.Detail, "image ID") {
+				t.Errorf("Detail = %q, want it to say this is an image ID", d.Detail)
+			}
+		})
+	}
+}
+
+// TestImageFollowsDistributionsOwnExamples runs the valid and invalid repository names of
+// distribution/reference's normalisation tests: every valid one is read (rewritten or left
+// with a reason other than invalid), every invalid one is refused.
+func TestImageFollowsDistributionsOwnExamples(t *testing.T) {
+	valid := []string{
+		"docker/docker", "library/debian", "debian", "localhost/library/debian", "localhost/debian",
+		"LOCALDOMAIN/library/debian", "LOCALDOMAIN/debian", "docker.io/docker/docker",
+		"docker.io/library/debian", "docker.io/debian", "index.docker.io/docker/docker",
+		"index.docker.io/library/debian", "index.docker.io/debian", "127.0.0.1:5000/docker/docker",
+		"127.0.0.1:5000/library/debian", "127.0.0.1:5000/debian", "192.168.0.1", "192.168.0.1:80",
+		"192.168.0.1:8/debian", "192.168.0.2:25000/debian",
+		"thisisthesongthatneverendsitgoesonandonandonthisisthesongthatnev",
+		"[fc00::1]:5000/docker", "[fc00::1]:5000/docker/docker", "[fc00:1:2:3:4:5:6:7]:5000/library/debian",
+		"docker.io/" + imageID, "Docker/docker", "DOCKER/docker",
+	}
+	invalid := []string{
+		"https://github.com/docker/docker", "docker/Docker", "-docker", "-docker/docker",
+		"-docker.io/docker/docker", "docker///docker", "docker.io/docker/Docker",
+		"docker.io/docker///docker", "[fc00::1]", "[fc00::1]:5000", "fc00::1:5000/debian",
+		"[fe80::1%eth0]:5000/debian", "[2001:db8:3:4::192.0.2.33]:5000/debian", imageID,
+	}
+	for _, ref := range valid {
+		if d := Image(ref, Policy{}); d.Reason == ReasonInvalid {
+			t.Errorf("Image(%q) refused a name distribution accepts: %s", ref, d.Detail)
+		}
+	}
+	for _, ref := range invalid {
+		if d := Image(ref, Policy{}); d.Reason != ReasonInvalid {
+			t.Errorf("Image(%q) = %s %q, want invalid as distribution says", ref, d.Reason, d.Rewritten)
+		}
+	}
+}
