@@ -69,6 +69,11 @@ type Coordinator struct {
 	ttl      time.Duration
 	maxConns int32
 	log      *slog.Logger
+
+	// stop ends every renewal goroutine (Close); renewals counts them.
+	ctx      context.Context
+	stop     context.CancelFunc
+	renewals sync.WaitGroup
 }
 
 // New connects to the database named by dsn (the metadata store's DSN: its search_path
@@ -97,10 +102,12 @@ func New(ctx context.Context, dsn, holder, addr string, opts ...Option) (*Coordi
 		return nil, fmt.Errorf("fill coordinator: create pool: %w", err)
 	}
 	c.pool = pool
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, schemaQuery)
 		return err
 	}); err != nil {
+		c.stop()
 		pool.Close()
 		return nil, fmt.Errorf("fill coordinator: create table fill_leases: %w", err)
 	}
@@ -112,8 +119,13 @@ func New(ctx context.Context, dsn, holder, addr string, opts ...Option) (*Coordi
 	return c, nil
 }
 
-// Close closes the connection pool. Leases still held expire by themselves.
-func (c *Coordinator) Close() { c.pool.Close() }
+// Close stops renewing the leases still held (they expire by themselves, as a dead
+// replica's do), waits for the renewals to end, and closes the connection pool.
+func (c *Coordinator) Close() {
+	c.stop()
+	c.renewals.Wait()
+	c.pool.Close()
+}
 
 // Addr is the address this replica advertises to the others.
 func (c *Coordinator) Addr() string { return c.addr }
@@ -148,10 +160,12 @@ func (c *Coordinator) Acquire(ctx context.Context, digest string) (release func(
 
 // hold renews the lease until the returned release is called.
 func (c *Coordinator) hold(digest string) func() {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(c.ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
+	c.renewals.Add(1)
 	go func() {
+		defer c.renewals.Done()
 		defer wg.Done()
 		t := time.NewTicker(c.ttl / 3)
 		defer t.Stop()
