@@ -28,17 +28,6 @@ import (
 // this long before one of them takes over.
 const DefaultTTL = 15 * time.Second
 
-// schemaQuery creates the table under a lock that serialises replicas starting together
-// (CREATE TABLE IF NOT EXISTS is not safe against a concurrent creator).
-const schemaQuery = `
-SELECT pg_advisory_xact_lock(hashtextextended('hubcache-fillcoord:' || current_schema(), 0));
-CREATE TABLE IF NOT EXISTS fill_leases (
-	digest     text PRIMARY KEY,
-	holder     text NOT NULL,
-	addr       text NOT NULL,
-	expires_at timestamptz NOT NULL
-);`
-
 // acquireQuery inserts the lease, or takes over one that has expired (or that this holder
 // already has). No row comes back when another holder's lease is live.
 const acquireQuery = `
@@ -77,7 +66,7 @@ type Coordinator struct {
 }
 
 // New connects to the database named by dsn (the metadata store's DSN: its search_path
-// selects the schema) and creates the lease table if needed. holder names this replica
+// selects the schema), whose migrations must have run (postgres.New). holder names this replica
 // uniquely (a restarted process must use a new name); addr is where the other replicas reach
 // its fills (host:port).
 func New(ctx context.Context, dsn, holder, addr string, opts ...Option) (*Coordinator, error) {
@@ -103,13 +92,16 @@ func New(ctx context.Context, dsn, holder, addr string, opts ...Option) (*Coordi
 	}
 	c.pool = pool
 	c.ctx, c.stop = context.WithCancel(context.Background())
-	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, schemaQuery)
-		return err
-	}); err != nil {
+	// The table is the metadata store's (migration 0003_fill_leases), created when the
+	// Postgres metadata store is opened.
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regclass('fill_leases') IS NOT NULL`).Scan(&exists); err != nil || !exists {
 		c.stop()
 		pool.Close()
-		return nil, fmt.Errorf("fill coordinator: create table fill_leases: %w", err)
+		if err == nil {
+			err = errors.New("no table fill_leases: open the Postgres metadata store first (its migrations create it)")
+		}
+		return nil, fmt.Errorf("fill coordinator: %w", err)
 	}
 	// Leases of replicas that died are taken over when their digest is asked for again; the
 	// rest would stay forever. Any replica starting sweeps them.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hubcache/hubcache/proxy/fillcoord"
+	"github.com/hubcache/hubcache/proxy/metadata/postgres"
 	"github.com/hubcache/hubcache/test/pgtest"
 )
 
@@ -14,6 +15,12 @@ import (
 func freshSchema(t *testing.T) string {
 	t.Helper()
 	dsn, _ := pgtest.Schema(t, "hubcache_test_")
+	// The metadata store's migrations create fill_leases.
+	meta, err := postgres.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta.Close()
 	return dsn
 }
 
