@@ -277,14 +277,10 @@ func storageOptions(f proxyFlags) ([]server.Option, error) {
 		}),
 		server.WithCleanupInterval(f.cleanupEvery),
 	}
-	if f.pgMaxConns < 0 || f.pgMinConns < 0 || (f.pgMaxConns > 0 && f.pgMinConns > f.pgMaxConns) {
-		return nil, errors.New("--pg-max-conns and --pg-min-conns must be positive, min at most max")
-	}
+	// Conflicts between options are checked by server.New itself.
 	if f.s3Redirect {
-		if !strings.HasPrefix(f.blobStore, "s3://") {
-			return nil, errors.New("--s3-redirect needs --blob-store s3://…")
-		}
 		if f.s3RedirectTTL <= 0 {
+			// 0 would mean "no redirect": refuse rather than silently serve everything.
 			return nil, errors.New("--s3-redirect-ttl must be positive")
 		}
 		opts = append(opts, server.WithS3Redirect(f.s3RedirectTTL))

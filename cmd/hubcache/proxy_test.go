@@ -89,9 +89,9 @@ func TestStorageFlagsAreCheckedBeforeAnythingOpens(t *testing.T) {
 		{"a size budget that is not a size is refused", func(f *proxyFlags) { f.maxSize = "lots" }, true},
 		{"a zero budget is refused (empty means no eviction)", func(f *proxyFlags) { f.maxSize = "0" }, true},
 		{"a budget with no retention is refused", func(f *proxyFlags) { f.maxSize = "1GiB"; f.retention = 0 }, true},
-		{"a redirect without S3 is refused", func(f *proxyFlags) { f.s3Redirect = true }, true},
 		{"a redirect with S3 is fine", func(f *proxyFlags) { f.s3Redirect = true; f.blobStore = "s3://bucket?endpoint=http://127.0.0.1:9000" }, false},
-		{"more idle connections than the pool holds are refused", func(f *proxyFlags) { f.pgMaxConns = 2; f.pgMinConns = 3 }, true},
+		// Contradictions between options (a redirect without S3, more idle connections than
+		// the pool holds) are refused by server.New: TestContradictoryOptionsAreRefusedByNew.
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := base()

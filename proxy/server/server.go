@@ -137,6 +137,9 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	if o.registry == nil {
 		o.registry = prometheus.NewRegistry()
 	}

@@ -65,6 +65,29 @@ func WithCleanupInterval(d time.Duration) Option { return func(o *options) { o.c
 // WithHealthInterval sets how often the stores are probed for hubcache_store_up (default 10s).
 func WithHealthInterval(d time.Duration) Option { return func(o *options) { o.healthEvery = d } }
 
+// validate refuses options that contradict each other or cannot work, so that every caller
+// of New (the command and tests alike) gets the same checks.
+func (o *options) validate() error {
+	p := o.pgPool
+	if p.MaxConns < 0 || p.MinConns < 0 || (p.MaxConns > 0 && p.MinConns > p.MaxConns) {
+		return fmt.Errorf("postgres pool: max and min connections must be positive, min at most max (got min %d, max %d)", p.MinConns, p.MaxConns)
+	}
+	if o.redirectTTL < 0 {
+		return fmt.Errorf("s3 redirect: the URL lifetime must be positive (got %s)", o.redirectTTL)
+	}
+	if o.redirectTTL > 0 && o.blobs == nil && !strings.HasPrefix(o.blobURL, "s3://") {
+		return errors.New("s3 redirect needs an s3:// blob store")
+	}
+	e := o.eviction
+	if e.MaxSize < 0 {
+		return fmt.Errorf("eviction: the size budget must be positive (got %d)", e.MaxSize)
+	}
+	if e.MaxSize > 0 && (e.Retention < 0 || e.Interval < 0) {
+		return errors.New("eviction: retention and interval must be positive")
+	}
+	return nil
+}
+
 // Defaults of the background tasks.
 const (
 	DefaultCleanupInterval = 10 * time.Minute

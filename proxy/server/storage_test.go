@@ -88,3 +88,27 @@ func TestReadinessStaysUpAndReportsAStoreThatIsDown(t *testing.T) {
 		}
 	}
 }
+
+func TestContradictoryOptionsAreRefusedByNew(t *testing.T) {
+	u, _ := url.Parse("http://127.0.0.1:1")
+	for _, tc := range []struct {
+		name string
+		opts []server.Option
+	}{
+		{"an S3 redirect over a file blob store", []server.Option{server.WithBlobStoreURL("file:///tmp/x"), server.WithS3Redirect(time.Minute)}},
+		{"an S3 redirect over the default blob store", []server.Option{server.WithS3Redirect(time.Minute)}},
+		{"a negative S3 redirect lifetime", []server.Option{server.WithS3Redirect(-time.Minute)}},
+		{"more minimum than maximum Postgres connections", []server.Option{server.WithPostgresPool(server.PostgresPool{MaxConns: 2, MinConns: 3})}},
+		{"negative Postgres connections", []server.Option{server.WithPostgresPool(server.PostgresPool{MaxConns: -1})}},
+		{"a negative size budget", []server.Option{server.WithEviction(server.Eviction{MaxSize: -1})}},
+		{"a negative eviction interval", []server.Option{server.WithEviction(server.Eviction{MaxSize: 1 << 30, Interval: -time.Second})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := server.New(context.Background(), t.TempDir(), map[string]*url.URL{"docker.io": u}, tc.opts...)
+			if err == nil {
+				s.Close()
+				t.Fatal("accepted")
+			}
+		})
+	}
+}
