@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -103,7 +102,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		log.Warn("listening beyond loopback: anyone who reaches this address can pull through the node", "listen", ln.Addr().String())
 	}
 
-	errc := make(chan error, 2)
+	runners := []runner{func(ctx context.Context) error { return srv.Serve(ctx, ln) }}
 	if f.metricsListen != "" {
 		mln, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
@@ -111,12 +110,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		admin := &http.Server{Handler: srv.AdminHandler(reg), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := admin.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("metrics server: %w", err)
-			}
-		}()
-		defer admin.Close()
+		runners = append(runners, httpRunner("metrics server", admin, mln, 5*time.Second))
 		log.Info("metrics and health", "listen", mln.Addr().String())
 	}
 	upNames := make([]string, 0, len(ups))
@@ -124,13 +118,6 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		upNames = append(upNames, u.String())
 	}
 	log.Info("node entry point listening", "listen", ln.Addr().String(), "proxy", proxyURL.String(), "upstreams", upNames)
-	go func() { errc <- srv.Serve(ctx, ln) }()
-	select {
-	case err := <-errc:
-		stop()
-		return err
-	case <-ctx.Done():
-		// Serve shuts down gracefully once ctx is done; wait for it.
-		return <-errc
-	}
+	// Serve shuts down gracefully once ctx is done; runAll waits for it.
+	return runAll(ctx, runners...)
 }
