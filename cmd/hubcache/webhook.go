@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -168,14 +167,5 @@ func serveHTTP(ctx context.Context, name, addr string, h http.Handler) error {
 		return fmt.Errorf("%s listener on %s: %w", name, addr, err)
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("%s server on %s: %w", name, addr, err)
-	}
-	return nil
+	return httpRunner(name+" server on "+addr, srv, ln, 5*time.Second)(ctx)
 }
