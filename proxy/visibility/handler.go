@@ -11,6 +11,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/imageref"
+	"github.com/hubcache/hubcache/proxy/oci"
 )
 
 // Path is where Handler is served on the proxy's API listener.
@@ -44,16 +45,16 @@ func Handler(c *Checker, log *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			w.Header().Set("Allow", http.MethodGet)
-			writeError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "only GET is supported")
+			writeError(w, r, http.StatusMethodNotAllowed, "UNSUPPORTED", "only GET is supported")
 			return
 		}
 		names := r.URL.Query()["repository"]
 		switch {
 		case len(names) == 0:
-			writeError(w, http.StatusBadRequest, "NAME_INVALID", "at least one repository parameter is required")
+			writeError(w, r, http.StatusBadRequest, "NAME_INVALID", "at least one repository parameter is required")
 			return
 		case len(names) > MaxRepositories:
-			writeError(w, http.StatusBadRequest, "UNSUPPORTED",
+			writeError(w, r, http.StatusBadRequest, "UNSUPPORTED",
 				"at most "+strconv.Itoa(MaxRepositories)+" repository parameters per request")
 			return
 		}
@@ -61,7 +62,7 @@ func Handler(c *Checker, log *slog.Logger) http.Handler {
 		for i, n := range names {
 			reg, path, err := imageref.Split(complete(n))
 			if err != nil {
-				writeError(w, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", truncate(n)))
+				writeError(w, r, http.StatusBadRequest, "NAME_INVALID", fmt.Sprintf("invalid repository name %q", truncate(n)))
 				return
 			}
 			repos[i] = cache.Repo{Registry: reg, Path: path}
@@ -96,7 +97,7 @@ func Handler(c *Checker, log *slog.Logger) http.Handler {
 		body, err := json.Marshal(resp)
 		if err != nil {
 			log.Error("encoding visibility answer", "error", err)
-			writeError(w, http.StatusInternalServerError, "UNKNOWN", "internal error")
+			writeError(w, r, http.StatusInternalServerError, "UNKNOWN", "internal error")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -124,11 +125,7 @@ func truncate(s string) string {
 	return s
 }
 
-// writeError sends an OCI error body, like every other error of the proxy's API listener.
-func writeError(w http.ResponseWriter, status int, code, message string) {
-	body, _ := json.Marshal(map[string]any{"errors": []map[string]string{{"code": code, "message": message}}})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
+// writeError sends an OCI error with the proxy's one writer (oci.WriteError).
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, message string) {
+	oci.WriteError(w, r, nil, oci.NewError(status, code, message))
 }
