@@ -14,7 +14,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.d
 IMAGE     ?= ghcr.io/hubcache/hubcache
 IMAGE_TAG ?= $(shell sed -n 's/^ *newTag: *//p' manifests/base/kustomization.yaml)
 PLATFORMS ?= linux/amd64,linux/arm64
-# Slow-to-build test tools (kube-apiserver, etcd, kubectl, crane, the OCI conformance suite)
+# Slow-to-build test tools (kube-apiserver, etcd, kubectl, the kubelet, crane, the OCI conformance suite)
 # are cached here, keyed by version, outside the clone so a fresh clone reuses them.
 export TOOLS_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubcache-tools
 TEST_TIMEOUT ?= 60m
@@ -34,7 +34,7 @@ run: build ## Run the cache on 127.0.0.1:5000 with embedded defaults (files + SQ
 	bin/hubcache proxy --listen 127.0.0.1:5000 --data-dir $(RUN_DATA)
 
 .PHONY: tools
-tools: ## Install or build what the tests need (apt packages, kube-apiserver, etcd, kubectl, crane, conformance, MinIO, versitygw)
+tools: ## Install or build what the tests need (apt packages, kube-apiserver, etcd, kubectl, kubelet, crane, conformance, MinIO, versitygw)
 	hack/tools.sh all
 
 .PHONY: services
