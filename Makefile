@@ -23,7 +23,7 @@ RUN_DATA  ?= $(CURDIR)/data
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/hubcache (static)
@@ -46,6 +46,11 @@ test: tools services ## Run every test (unit, integration, end-to-end, brief fuz
 	eval "$$(hack/tools.sh env)"; \
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
+
+.PHONY: e2e
+e2e: tools services ## Run only the system test: the whole chain with a real kubelet (root; part of make test)
+	eval "$$(hack/tools.sh env)"; \
+	$(GO) test -count=1 -v -timeout 20m ./test/e2e/system/
 
 .PHONY: test-unit
 test-unit: ## Run only the fast tests (no servers needed)
