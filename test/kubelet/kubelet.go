@@ -134,6 +134,8 @@ func Start(t testing.TB, kubeconfig, nodeName string) *Kubelet {
 		"--config="+cfgPath,
 		"--kubeconfig="+kubeconfig,
 		"--root-dir="+filepath.Join(dir, "root"),
+		// Its default is /var/lib/kubelet/pki, whatever the root dir.
+		"--cert-dir="+filepath.Join(dir, "pki"),
 		"--hostname-override="+nodeName,
 		"--v=2")
 	cmd.Stdout, cmd.Stderr = logFile, logFile
