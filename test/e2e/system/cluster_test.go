@@ -20,8 +20,9 @@ import (
 	"github.com/hubcache/hubcache/webhook/rewrite"
 )
 
-// overlay is the kustomization whose MutatingWebhookConfiguration the test installs.
-const overlay = "base"
+// overlay is the kustomization whose MutatingWebhookConfiguration the test installs: the
+// production one (S3 + Postgres + replicas), the setup this test mirrors.
+const overlay = "production"
 
 // controlPlane is a real kube-apiserver and etcd (envtest) with an admin kubeconfig, the one
 // the kubelet and `hubcache diff --cluster` use.
