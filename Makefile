@@ -14,7 +14,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.d
 IMAGE     ?= ghcr.io/hubcache/hubcache
 IMAGE_TAG ?= $(shell sed -n 's/^ *newTag: *//p' manifests/base/kustomization.yaml)
 PLATFORMS ?= linux/amd64,linux/arm64
-# Slow-to-build test tools (kube-apiserver, etcd, kubectl, crane, the OCI conformance suite)
+# Slow-to-build test tools (kube-apiserver, etcd, kubectl, the kubelet, crane, the OCI conformance suite)
 # are cached here, keyed by version, outside the clone so a fresh clone reuses them.
 export TOOLS_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hubcache-tools
 TEST_TIMEOUT ?= 60m
@@ -23,7 +23,7 @@ RUN_DATA  ?= $(CURDIR)/data
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z0-9_-]+:.*##/ {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build bin/hubcache (static)
@@ -34,7 +34,7 @@ run: build ## Run the cache on 127.0.0.1:5000 with embedded defaults (files + SQ
 	bin/hubcache proxy --listen 127.0.0.1:5000 --data-dir $(RUN_DATA)
 
 .PHONY: tools
-tools: ## Install or build what the tests need (apt packages, kube-apiserver, etcd, kubectl, crane, conformance, MinIO, versitygw)
+tools: ## Install or build what the tests need (apt packages, kube-apiserver, etcd, kubectl, kubelet, crane, conformance, MinIO, versitygw)
 	hack/tools.sh all
 
 .PHONY: services
@@ -46,6 +46,11 @@ test: tools services ## Run every test (unit, integration, end-to-end, brief fuz
 	eval "$$(hack/tools.sh env)"; \
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) fuzz
+
+.PHONY: e2e
+e2e: tools services ## Run only the system test: the whole chain with a real kubelet (root; part of make test)
+	eval "$$(hack/tools.sh env)"; \
+	$(GO) test -count=1 -v -timeout 20m ./test/e2e/system/
 
 .PHONY: test-unit
 test-unit: ## Run only the fast tests (no servers needed), with the race detector

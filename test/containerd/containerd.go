@@ -1,6 +1,7 @@
 // Package containerd starts a private containerd for a test and drives its CRI ImageService,
-// the very call the kubelet makes to pull an image. The daemon gets its own root, state and
-// socket in temporary folders, so it never touches a containerd the machine may run.
+// the very call the kubelet makes to pull an image; with ForKubelet it also runs the pods of a
+// real kubelet (test/kubelet). The daemon gets its own root, state and socket in temporary
+// folders, so it never touches a containerd the machine may run.
 //
 // Its configuration deliberately has no registry section besides an empty config_path: no
 // hosts.toml, no mirrors, no insecure-registry list. A pull of 127.0.0.1:PORT/… therefore
@@ -52,10 +53,32 @@ type Daemon struct {
 	logPath string
 }
 
+// Option configures a Daemon.
+type Option func(*config)
+
+type config struct {
+	sandboxImage string
+}
+
+// ForKubelet makes the daemon able to run pods for a real kubelet, with sandboxImage (already
+// pullable, or pulled by the caller right after Start) as the pause image. It adds what these
+// machines need to run containers: no AppArmor profile, oom_score_adj restricted to what the
+// daemon may set (without CAP_SYS_RESOURCE every sandbox fails otherwise, with "can't get final
+// child's PID from pipe: EOF"), and runc's state under the daemon's own folder. Still no
+// registry or mirror setting. When the test ends every pod sandbox is stopped and removed
+// before the daemon stops, so no container outlives the test.
+func ForKubelet(sandboxImage string) Option {
+	return func(c *config) { c.sandboxImage = sandboxImage }
+}
+
 // Start runs a private containerd as root and stops it (and unmounts what it left mounted)
 // when the test ends. It fails in CI when root or the containerd binary is missing.
-func Start(t testing.TB) *Daemon {
+func Start(t testing.TB, opts ...Option) *Daemon {
 	t.Helper()
+	var c config
+	for _, o := range opts {
+		o(&c)
+	}
 	testenv.Root(t)
 	bin := testenv.Binary(t, "containerd", "apt-get install containerd (or hack/tools.sh apt)")
 
@@ -86,14 +109,17 @@ func Start(t testing.TB) *Daemon {
 		logPath:     filepath.Join(dir, "containerd.log"),
 	}
 	var cfg bytes.Buffer
+	state := filepath.Join(dir, "state")
 	err = configTemplate.Execute(&cfg, map[string]string{
-		"Root":        d.Root,
-		"State":       filepath.Join(dir, "state"),
-		"Socket":      d.Socket,
-		"TTRPC":       filepath.Join(sockDir, "t.sock"),
-		"Snapshotter": d.Snapshotter,
-		"CNIBin":      filepath.Join(dir, "cni", "bin"),
-		"CNIConf":     filepath.Join(dir, "cni", "conf"),
+		"Root":         d.Root,
+		"State":        state,
+		"SandboxImage": c.sandboxImage,
+		"RuncRoot":     filepath.Join(state, "runc"),
+		"Socket":       d.Socket,
+		"TTRPC":        filepath.Join(sockDir, "t.sock"),
+		"Snapshotter":  d.Snapshotter,
+		"CNIBin":       filepath.Join(dir, "cni", "bin"),
+		"CNIConf":      filepath.Join(dir, "cni", "conf"),
 	})
 	if err != nil {
 		t.Fatalf("containerd config: %v", err)
@@ -119,9 +145,14 @@ func Start(t testing.TB) *Daemon {
 	go func() { exited <- cmd.Wait() }()
 
 	t.Cleanup(func() {
+		if c.sandboxImage != "" {
+			if err := d.removePods(); err != nil {
+				t.Errorf("removing the pods left in containerd: %v", err)
+			}
+		}
 		stop(cmd, exited)
 		logFile.Close()
-		unmountUnder(t, dir)
+		UnmountUnder(t, dir)
 		if t.Failed() {
 			t.Logf("containerd log (%s):\n%s", d.logPath, tail(d.logPath, 60))
 		}
@@ -189,9 +220,9 @@ func pickSnapshotter(t testing.TB, dir string) string {
 	return Overlayfs
 }
 
-// unmountUnder unmounts every mount point below dir, deepest first, so t.TempDir can be
-// removed even when containerd was killed in the middle of an unpack.
-func unmountUnder(t testing.TB, dir string) {
+// UnmountUnder unmounts every mount point below dir, deepest first, so t.TempDir can be
+// removed even when containerd (or a kubelet) was killed in the middle of its work.
+func UnmountUnder(t testing.TB, dir string) {
 	data, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		t.Logf("reading mountinfo: %v", err)
@@ -262,8 +293,22 @@ disabled_plugins = [
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+{{- if .SandboxImage}}
+  # Running pods for a kubelet (ForKubelet).
+  sandbox_image = "{{.SandboxImage}}"
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+{{- end}}
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "{{.Snapshotter}}"
+{{- if .SandboxImage}}
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{{.RuncRoot}}"
+        SystemdCgroup = false
+{{- end}}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{{.CNIBin}}"
     conf_dir = "{{.CNIConf}}"

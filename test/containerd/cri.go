@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -72,4 +73,44 @@ func (i *Images) PullImageWithAuth(ctx context.Context, ref string, auth *runtim
 		return "", fmt.Errorf("CRI PullImage %s (with credentials): %w", ref, err)
 	}
 	return resp.GetImageRef(), nil
+}
+
+// Runtime connects a CRI RuntimeService client (pods and containers) to the daemon; the
+// connection closes when the test ends.
+func (d *Daemon) Runtime(t testing.TB) runtime.RuntimeServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("CRI client for %s: %v", d.Socket, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return runtime.NewRuntimeServiceClient(conn)
+}
+
+// removePods stops and removes every pod sandbox (and so every container): a kubelet that
+// stops leaves its pods running, and containerd's shims outlive the daemon.
+func (d *Daemon) removePods() error {
+	conn, err := grpc.NewClient("unix://"+d.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rt := runtime.NewRuntimeServiceClient(conn)
+	ctx, cancel := callContext(context.Background())
+	defer cancel()
+	list, err := rt.ListPodSandbox(ctx, &runtime.ListPodSandboxRequest{})
+	if err != nil {
+		return fmt.Errorf("CRI ListPodSandbox: %w", err)
+	}
+	var errs []error
+	for _, sb := range list.GetItems() {
+		if _, err := rt.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
+			errs = append(errs, fmt.Errorf("CRI StopPodSandbox %s: %w", sb.GetId(), err))
+			continue
+		}
+		if _, err := rt.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: sb.GetId()}); err != nil {
+			errs = append(errs, fmt.Errorf("CRI RemovePodSandbox %s: %w", sb.GetId(), err))
+		}
+	}
+	return errors.Join(errs...)
 }
