@@ -81,6 +81,10 @@ func classify(err error) error {
 		case terr.StatusCode == http.StatusTooManyRequests:
 			return &RateLimitError{Message: terr.Error()}
 		case terr.StatusCode == http.StatusUnauthorized, terr.StatusCode == http.StatusForbidden:
+			if terr.Request != nil && !strings.HasPrefix(terr.Request.URL.Path, "/v2/") {
+				// The refusal came from the token endpoint, not from the repository.
+				return fmt.Errorf("%w: %w", ErrTokenRefused, err)
+			}
 			return fmt.Errorf("%w: %w", ErrUnauthorized, err)
 		case terr.StatusCode == http.StatusNotFound:
 			return fmt.Errorf("%w: %w", ErrNotFound, err)

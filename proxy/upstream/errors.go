@@ -17,6 +17,10 @@ var (
 	ErrNotFound = errors.New("not found upstream")
 	// ErrUnauthorized: upstream refused access (401/403) after the token flow.
 	ErrUnauthorized = errors.New("upstream denied access")
+	// ErrTokenRefused: the registry's token endpoint would not issue a token at all (wrong
+	// credentials, or the registry refusing everyone). It wraps ErrUnauthorized; unlike a 401
+	// on one repository it says nothing about that repository.
+	ErrTokenRefused = fmt.Errorf("token endpoint refused: %w", ErrUnauthorized)
 	// ErrUnavailable: upstream could not be reached, timed out, or failed (5xx and other
 	// unexpected answers).
 	ErrUnavailable = errors.New("upstream unavailable")

@@ -298,16 +298,27 @@ func (c *Checker) remember(key string, v metadata.RepositoryVisibility) {
 func (c *Checker) refresh(ctx context.Context, repo cache.Repo) (metadata.RepositoryVisibility, error) {
 	key := repo.String()
 	ch := c.flight.DoChan(key, func() (any, error) {
+		// A caller that missed the answer just before another flight recorded it must not
+		// ask upstream again.
+		c.mu.Lock()
+		v, ok := c.memory[key]
+		c.mu.Unlock()
+		if ok && c.now().Sub(v.CheckedAt) < c.ttl {
+			return v, nil
+		}
 		// Detached from the first caller: one leaving must not fail the others.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
-		vis, err := c.probe(pctx, repo)
+		vis, durable, err := c.probe(pctx, repo)
 		if err != nil {
 			c.checks.WithLabelValues("error").Inc()
 			return nil, err
 		}
 		c.checks.WithLabelValues(string(vis)).Inc()
-		v := metadata.RepositoryVisibility{Visibility: vis, CheckedAt: c.now()}
+		v = metadata.RepositoryVisibility{Visibility: vis, CheckedAt: c.now()}
+		if !durable {
+			return v, nil
+		}
 		if err := c.store.PutVisibility(pctx, key, v); err != nil {
 			c.log.Warn("recording repository visibility failed", "repository", key, "error", err)
 		}
@@ -326,15 +337,20 @@ func (c *Checker) refresh(ctx context.Context, repo cache.Repo) (metadata.Reposi
 }
 
 // probe sends the anonymous manifest HEAD: denied means private; found or "no such tag"
-// means the anonymous token may pull; anything else is no answer.
-func (c *Checker) probe(ctx context.Context, repo cache.Repo) (metadata.Visibility, error) {
-	_, err := c.prober.HeadManifest(ctx, repo.Registry, repo.Path, probeTag)
+// means the anonymous token may pull; anything else is no answer. A token endpoint that
+// refuses even an anonymous token says nothing about this repository (it refuses everyone):
+// the repository is refused for now, but that answer is not remembered (durable false), so
+// it is asked again as soon as upstream issues tokens again.
+func (c *Checker) probe(ctx context.Context, repo cache.Repo) (vis metadata.Visibility, durable bool, err error) {
+	_, err = c.prober.HeadManifest(ctx, repo.Registry, repo.Path, probeTag)
 	switch {
 	case err == nil, errors.Is(err, upstream.ErrNotFound):
-		return metadata.Public, nil
+		return metadata.Public, true, nil
+	case errors.Is(err, upstream.ErrTokenRefused):
+		return metadata.Private, false, nil
 	case errors.Is(err, upstream.ErrUnauthorized):
-		return metadata.Private, nil
+		return metadata.Private, true, nil
 	default:
-		return "", fmt.Errorf("anonymous check of %s: %w", repo, err)
+		return "", false, fmt.Errorf("anonymous check of %s: %w", repo, err)
 	}
 }

@@ -251,3 +251,24 @@ func TestInvalidAllowListPatternsAreRejected(t *testing.T) {
 		}
 	}
 }
+
+func TestATokenEndpointRefusingEveryoneRefusesForNowButIsNotRemembered(t *testing.T) {
+	store := newStore(t)
+	p := newProber()
+	p.set(nginx, fmt.Errorf("fetching token: %w", upstream.ErrTokenRefused))
+	c := newChecker(t, store, p)
+	if err := c.Authorize(t.Context(), nginx); !errors.Is(err, visibility.ErrPrivate) {
+		t.Fatalf("while upstream refuses every token: %v, want ErrPrivate", err)
+	}
+	if _, err := store.GetVisibility(t.Context(), nginx.String()); !errors.Is(err, metadata.ErrNotFound) {
+		t.Errorf("the refusal was recorded (%v); it says nothing about the repository", err)
+	}
+
+	p.set(nginx, nil)
+	if err := c.Authorize(t.Context(), nginx); err != nil {
+		t.Errorf("once upstream issues tokens again: %v, want served", err)
+	}
+	if got := p.count(nginx); got != 2 {
+		t.Errorf("%d upstream checks, want 2 (the refusal was not remembered)", got)
+	}
+}
