@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hubcache/hubcache/proxy/limits"
 	"github.com/hubcache/hubcache/proxy/node"
 	"github.com/hubcache/hubcache/proxy/upstream"
 )
@@ -28,6 +29,7 @@ type nodeFlags struct {
 	failAfter     int
 	coolDown      time.Duration
 	logLevel      string
+	limits        limits.Config
 }
 
 func newNodeCmd() *cobra.Command {
@@ -52,6 +54,7 @@ node fetches from the upstream registry itself: degraded and uncached, but the p
 	fl.IntVar(&f.failAfter, "fallback-after", 3, "consecutive proxy connection failures that switch the node to fallback mode")
 	fl.DurationVar(&f.coolDown, "probe-interval", 10*time.Second, "in fallback mode, how often one request is sent to the proxy to see if it is back")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	addLimitFlags(fl, &f.limits, nodeLimitDefaults())
 	return cmd
 }
 
@@ -62,6 +65,9 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "node")
 
+	if err := f.limits.Validate(); err != nil {
+		return err
+	}
 	proxyURL, err := url.Parse(f.proxy)
 	if err != nil {
 		return fmt.Errorf("--proxy: %w", err)
@@ -79,6 +85,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		node.WithRegisterer(reg),
 		node.WithProxyHeaderTimeout(f.proxyTimeout),
 		node.WithBreaker(f.failAfter, f.coolDown),
+		node.WithLimits(f.limits),
 	}
 	if f.dockerConfig != "" {
 		if _, err := os.Stat(f.dockerConfig + "/config.json"); err != nil {

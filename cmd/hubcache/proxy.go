@@ -20,6 +20,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/evict"
+	"github.com/hubcache/hubcache/proxy/limits"
 	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/hubcache/hubcache/proxy/visibility"
@@ -57,8 +58,12 @@ type proxyFlags struct {
 	visibilityTTL time.Duration
 	allowPrivate  []string
 
-	fills fillFlags
-	ops   opsFlags
+	ops            opsFlags
+	fills          fillFlags
+	limits         limits.Config
+	negativeTTL    time.Duration
+	maxFills       int
+	maxUnknownBlob int64
 }
 
 func newProxyCmd() *cobra.Command {
@@ -105,6 +110,10 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 	fl.StringArrayVar(&f.allowPrivate, "allow-private", nil, "glob patterns on REGISTRY/REPOSITORY (e.g. docker.io/acme/*) served even when not public upstream, with the proxy's credentials, to anyone who reaches the proxy (repeatable or comma-separated; see docs/private-images.md)")
 	addFillFlags(fl, &f.fills)
 	addOpsFlags(fl, &f.ops)
+	addLimitFlags(fl, &f.limits, limits.Defaults())
+	fl.DurationVar(&f.negativeTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long an upstream \"not found\" is remembered, so a missing tag costs one upstream request per period (0: not remembered)")
+	fl.IntVar(&f.maxFills, "max-fills", cache.DefaultMaxFills, "most blob downloads from upstream at once; a miss over it is answered 503 with Retry-After (0: no cap)")
+	fl.Int64Var(&f.maxUnknownBlob, "max-unknown-blob-size", cache.DefaultMaxUnknownBlobSize, "largest blob accepted from upstream without a Content-Length, in bytes")
 	return cmd
 }
 
@@ -164,6 +173,12 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if f.visibilityTTL <= 0 {
 		return errors.New("--visibility-ttl must be positive")
 	}
+	if err := f.limits.Validate(); err != nil {
+		return err
+	}
+	if f.negativeTTL < 0 || f.maxFills < 0 || f.maxUnknownBlob <= 0 {
+		return errors.New("--negative-ttl and --max-fills must not be negative, --max-unknown-blob-size must be positive")
+	}
 	if f.maxManifestSize <= 0 {
 		return errors.New("--max-manifest-size must be positive")
 	}
@@ -202,6 +217,9 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		server.WithLogger(log),
 		server.WithVisibilityTTL(f.visibilityTTL),
 		server.WithAllowPrivate(allowPatterns(f.allowPrivate)...),
+		server.WithNegativeTTL(f.negativeTTL),
+		server.WithMaxFills(f.maxFills),
+		server.WithMaxUnknownBlobSize(f.maxUnknownBlob),
 	)
 	srv, err := server.New(ctx, dataDir, ups, append(opts, storage...)...)
 	if err != nil {
@@ -213,11 +231,11 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		}
 	}()
 
-	servers := []*http.Server{{Addr: f.listen, Handler: srv.Handler(), ReadHeaderTimeout: 30 * time.Second,
-		// No WriteTimeout: a large layer may stream for a long time; IdleTimeout only
-		// closes keep-alive connections nobody uses.
-		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn)}}
+	// No WriteTimeout: a large layer may stream for a long time. The limits cut readers that
+	// stop reading instead (write progress deadline), and cap connections and requests.
+	api := &http.Server{Addr: f.listen, Handler: srv.Handler(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	f.limits.Apply(api)
+	servers := []*http.Server{api}
 	if f.metricsListen != "" {
 		servers = append(servers, &http.Server{Addr: f.metricsListen, Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second})
 	}
@@ -226,6 +244,9 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		ln, err := net.Listen("tcp", s.Addr)
 		if err != nil {
 			return fmt.Errorf("listen %s: %w", s.Addr, err)
+		}
+		if s == api {
+			ln = f.limits.Listener(ln)
 		}
 		go func() {
 			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/metadata"
+	"github.com/hubcache/hubcache/proxy/verify"
 )
 
 // Blob returns the blob for repo: from the store when it is linked to repo; linked after
@@ -39,7 +40,7 @@ func (c *Cache) Blob(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
 			if herr != nil {
 				return nil, herr
 			}
-			if upSize < 0 || upSize == size {
+			if upSize == size { // a HEAD without a size confirms nothing: fill instead
 				c.m.hit(kindBlob)
 				return &storedBlob{c: c, repo: repo, d: d, size: size}, nil
 			}
@@ -79,7 +80,10 @@ func (c *Cache) cachedBlob(ctx context.Context, repo Repo, d v1.Hash) (Blob, err
 
 // joinFill returns the fill of d in progress, or starts one for repo.
 func (c *Cache) joinFill(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
-	f, started := c.startOrJoinFill(repo, d)
+	f, started, err := c.startOrJoinFill(repo, d)
+	if err != nil {
+		return nil, err
+	}
 	if !started && f.repo != repo {
 		// The fill is for another repository: its bytes are served here only once upstream
 		// confirms this repository has the digest too.
@@ -161,7 +165,12 @@ func (c *Cache) confirmAndLink(ctx context.Context, repo Repo, d v1.Hash, size i
 	if err != nil {
 		return err
 	}
-	if upSize >= 0 && upSize != size {
+	if upSize < 0 {
+		// A HEAD 200 without a size is not a confirmation (any hostile or broken upstream
+		// can send one): the blob is fetched instead, and upstream's bytes are verified.
+		return fmt.Errorf("%w: %w: upstream HEAD of %s in %s gave no size", ErrUnavailable, errMiss, d, repo)
+	}
+	if upSize != size {
 		return fmt.Errorf("%w: upstream size %d of %s differs from the stored %d", ErrUnavailable, upSize, d, size)
 	}
 	if err := c.recordBlob(ctx, repo, d, size); err != nil {
@@ -189,6 +198,12 @@ func (b *storedBlob) Size() int64     { return b.size }
 func (b *storedBlob) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
 	rc, err := b.c.blobs.Open(ctx, b.d, offset, length)
 	if err == nil {
+		if offset == 0 && (length < 0 || length == b.size) {
+			// A whole-blob read is verified as it streams. A range cannot be: the client
+			// verifies the blob it assembles.
+			d := b.d
+			rc = verify.NewReader(rc, d, b.size, func(err error) { b.c.damagedBlob(d, err) })
+		}
 		return &countingReader{rc: rc, add: b.c.m.servedFromCache}, nil
 	}
 	if ctx.Err() != nil {

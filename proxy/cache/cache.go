@@ -42,6 +42,12 @@ const (
 	DefaultTagTTL          = 5 * time.Minute
 	DefaultFillTimeout     = 30 * time.Minute
 	DefaultMaxManifestSize = 4 << 20
+	// DefaultMaxFills bounds concurrent upstream downloads: each holds a 256 KiB buffer,
+	// an upstream connection and a spool file.
+	DefaultMaxFills = 64
+	// DefaultMaxUnknownBlobSize bounds a blob upstream sends without Content-Length. Layers
+	// on Docker Hub always have one; this only stops a hostile or broken upstream.
+	DefaultMaxUnknownBlobSize = 4 << 30
 )
 
 // Option configures a Cache.
@@ -57,6 +63,9 @@ type options struct {
 	registerer      prometheus.Registerer
 	registries      []string
 	touchInterval   time.Duration
+	negativeTTL     time.Duration
+	maxFills        int
+	maxUnknownSize  int64
 }
 
 // WithTagTTL sets how long a tag is served without asking upstream (default 5m). Zero
@@ -92,6 +101,18 @@ func WithRegistries(names ...string) Option {
 // WithTouchInterval sets how often one process records an access of one digest for
 // eviction (default DefaultTouchInterval).
 func WithTouchInterval(d time.Duration) Option { return func(o *options) { o.touchInterval = d } }
+
+// WithNegativeTTL sets how long an upstream "not found" is remembered (default
+// DefaultNegativeTTL; zero: not remembered).
+func WithNegativeTTL(d time.Duration) Option { return func(o *options) { o.negativeTTL = d } }
+
+// WithMaxFills caps the blob fills from upstream running at once (default DefaultMaxFills;
+// zero: no cap). A miss over the cap is answered 503 with Retry-After.
+func WithMaxFills(n int) Option { return func(o *options) { o.maxFills = n } }
+
+// WithMaxUnknownBlobSize caps a blob whose upstream response has no Content-Length (default
+// DefaultMaxUnknownBlobSize): past it the fill fails instead of spooling without end.
+func WithMaxUnknownBlobSize(n int64) Option { return func(o *options) { o.maxUnknownSize = n } }
 
 // Cache implements the registry Backend on top of a blob store, a metadata store and an
 // upstream client.
@@ -134,6 +155,9 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		logger:          slog.Default(),
 		registerer:      prometheus.NewRegistry(),
 		touchInterval:   DefaultTouchInterval,
+		negativeTTL:     DefaultNegativeTTL,
+		maxFills:        DefaultMaxFills,
+		maxUnknownSize:  DefaultMaxUnknownBlobSize,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -163,6 +187,9 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		return nil, err
 	}
 	c.m = m
+	if o.negativeTTL > 0 {
+		c.up = newNegativeUpstream(up, o.negativeTTL, o.now, m.negative.Inc)
+	}
 	c.base, c.stopAll = context.WithCancel(context.Background())
 	return c, nil
 }

@@ -46,11 +46,15 @@ type fill struct {
 
 // startOrJoinFill returns the fill in progress for d, or starts one for repo. started
 // reports whether this call started it.
-func (c *Cache) startOrJoinFill(repo Repo, d v1.Hash) (*fill, bool) {
+func (c *Cache) startOrJoinFill(repo Repo, d v1.Hash) (*fill, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if f, ok := c.fills[d]; ok {
-		return f, false
+		return f, false, nil
+	}
+	if c.opts.maxFills > 0 && len(c.fills) >= c.opts.maxFills {
+		c.m.fillsBusy.Inc()
+		return nil, false, fmt.Errorf("%w: %d blob fills in progress, the most allowed", &TooManyRequestsError{RetryAfter: time.Second}, len(c.fills))
 	}
 	f := &fill{c: c, repo: repo, digest: d, started: make(chan struct{})}
 	f.cond = sync.NewCond(&f.mu)
@@ -65,7 +69,7 @@ func (c *Cache) startOrJoinFill(repo Repo, d v1.Hash) (*fill, bool) {
 		err := f.run(ctx)
 		f.finish(err)
 	}()
-	return f, true
+	return f, true, nil
 }
 
 // fillFor returns the fill in progress for d, or nil.
@@ -115,6 +119,9 @@ func (f *fill) run(ctx context.Context) error {
 		if n > 0 {
 			if size >= 0 && written+int64(n) > size {
 				return fmt.Errorf("%w: upstream sent more than the announced %d bytes", ErrUnavailable, size)
+			}
+			if size < 0 && written+int64(n) > c.opts.maxUnknownSize {
+				return fmt.Errorf("%w: upstream sent more than %d bytes without a Content-Length", ErrUnavailable, c.opts.maxUnknownSize)
 			}
 			h.Write(buf[:n])
 			w.write(ctx, buf[:n])

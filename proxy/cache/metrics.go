@@ -15,6 +15,9 @@ type metrics struct {
 	fetchedB    prometheus.Counter
 	upstreamReq *prometheus.CounterVec
 	degraded    *prometheus.CounterVec
+	corrupted   prometheus.Counter
+	negative    prometheus.Counter
+	fillsBusy   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inFlight func() float64) (*metrics, error) {
@@ -55,9 +58,22 @@ func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inF
 			Name: "hubcache_degraded_requests_total",
 			Help: "Requests answered without a store that failed (passed through or confirmed upstream), by store (metadata, blob_store) and kind.",
 		}, []string{"store", "kind"}),
+		corrupted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubcache_blob_verify_failures_total",
+			Help: "Stored blobs whose bytes did not match their digest while being served; the response was cut and the blob dropped.",
+		}),
+		negative: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubcache_negative_cache_hits_total",
+			Help: "Upstream requests answered \"not found\" from the negative cache instead of asking upstream again.",
+		}),
+		fillsBusy: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hubcache_blob_fills_refused_total",
+			Help: "Blob misses answered 503 because the cap on concurrent fills was reached.",
+		}),
 	}
 	collectors := []prometheus.Collector{
 		m.hits, m.misses, m.staleServes, m.revalidates, m.heals, m.bytes, m.fetchedB, m.upstreamReq, m.degraded,
+		m.corrupted, m.negative, m.fillsBusy,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "hubcache_blob_fills_in_flight",
 			Help: "Blob fills from upstream in progress.",
@@ -76,6 +92,7 @@ func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inF
 	return m, nil
 }
 
+func (m *metrics) corrupt()                  { m.corrupted.Inc() }
 func (m *metrics) hit(k kind)                { m.hits.WithLabelValues(string(k)).Inc() }
 func (m *metrics) miss(k kind)               { m.misses.WithLabelValues(string(k)).Inc() }
 func (m *metrics) stale()                    { m.staleServes.Inc() }

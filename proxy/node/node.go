@@ -23,6 +23,8 @@ import (
 	"github.com/hubcache/hubcache/proxy/oci"
 	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubcache/hubcache/proxy/limits"
 )
 
 // Server is the node-local registry endpoint.
@@ -36,6 +38,7 @@ type Server struct {
 	log        *slog.Logger
 	buffers    *sync.Pool
 	listening  atomic.Bool
+	limits     limits.Config
 }
 
 type options struct {
@@ -48,10 +51,15 @@ type options struct {
 	failureThreshold   int
 	coolDown           time.Duration
 	now                func() time.Time
+	limits             limits.Config
 }
 
 // Option configures a Server.
 type Option func(*options)
+
+// WithLimits sets the connection, in-flight and write progress limits of Serve (default:
+// limits.Defaults()).
+func WithLimits(c limits.Config) Option { return func(o *options) { o.limits = c } }
 
 // WithLogger sets the logger (default: slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
@@ -104,6 +112,7 @@ func New(proxyURL *url.URL, upstreams []upstream.Endpoint, opts ...Option) (*Ser
 		failureThreshold:   3,
 		coolDown:           10 * time.Second,
 		now:                time.Now,
+		limits:             limits.Defaults(),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -135,6 +144,7 @@ func New(proxyURL *url.URL, upstreams []upstream.Endpoint, opts ...Option) (*Ser
 		metrics:    newMetrics(o.registerer),
 		log:        o.logger,
 		buffers:    newBufferPool(),
+		limits:     o.limits,
 	}, nil
 }
 
@@ -171,17 +181,16 @@ func defaultUpstreamTransport() *http.Transport {
 // down gracefully.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		Handler:        s,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	s.limits.Apply(srv)
 	s.listening.Store(true)
 	defer s.listening.Store(false)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(TLSGuard(l)) }()
+	go func() { errc <- srv.Serve(TLSGuard(s.limits.Listener(l))) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving registry requests: %w", err)

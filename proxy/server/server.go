@@ -64,6 +64,7 @@ type options struct {
 	fills           *FillSharing
 	visibilityTTL   time.Duration
 	allowPrivate    []string
+	cacheOpts       []cache.Option // hardening.go
 }
 
 // WithTagTTL sets how long tags are served without revalidation (default cache.DefaultTagTTL).
@@ -243,7 +244,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		s.closers = append(s.closers, func() error { fc.Close(); return nil })
 		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret, s.blobs)
 	}
-	c, err := cache.New(s.blobs, s.meta, cacheUp,
+	c, err := cache.New(s.blobs, s.meta, cacheUp, append([]cache.Option{
 		cache.WithTagTTL(o.tagTTL),
 		cache.WithFillTimeout(o.fillTimeout),
 		cache.WithMaxManifestSize(o.maxManifestSize),
@@ -252,7 +253,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		cache.WithLogger(o.logger),
 		cache.WithRegisterer(o.registry),
 		cache.WithRegistries(names...),
-	)
+	}, o.cacheOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}

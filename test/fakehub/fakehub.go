@@ -438,11 +438,26 @@ func (h *Hub) serveV2(w http.ResponseWriter, r *http.Request, global Mode) {
 		}
 		h.setRateLimitHeaders(w)
 	}
+	if req.kind == "blobs" && r.Method == http.MethodHead && mode.kind == kindHeadNoLength {
+		w.Header().Set("Docker-Content-Digest", req.ref)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if req.kind == "blobs" && !h.linked(req.repo, req.ref) {
 		writeError(w, http.StatusNotFound, "BLOB_UNKNOWN", "blob unknown to registry")
 		return
 	}
 
+	if req.kind == "blobs" && r.Method == http.MethodGet {
+		switch mode.kind {
+		case kindRedirect:
+			http.Redirect(w, r, mode.location+r.URL.Path, http.StatusTemporaryRedirect)
+			return
+		case kindEndless:
+			serveEndless(w, r)
+			return
+		}
+	}
 	if mode.kind == kindSlow && !sleep(r, mode.headerDelay) {
 		return
 	}
@@ -664,5 +679,17 @@ func (b *bodyWriter) Write(p []byte) (int, error) {
 func (b *bodyWriter) Flush() {
 	if f, ok := b.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// serveEndless sends zeros without a Content-Length until the client goes away.
+func serveEndless(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(http.StatusOK)
+	chunk := make([]byte, 64<<10)
+	for r.Context().Err() == nil {
+		if _, err := w.Write(chunk); err != nil {
+			return
+		}
 	}
 }

@@ -16,6 +16,9 @@ const (
 	kindCorrupt
 	kindTruncated
 	kindSlow
+	kindHeadNoLength
+	kindRedirect
+	kindEndless
 )
 
 // Mode is how the hub misbehaves. The zero value is Normal.
@@ -26,7 +29,20 @@ type Mode struct {
 	// Slow: wait before the response headers, and between body chunks.
 	headerDelay time.Duration
 	chunkDelay  time.Duration
+	// Redirect: where blob GETs are sent (the request path is appended).
+	location string
 }
+
+// HeadWithoutLength answers blob HEADs 200 without Content-Length, whether or not the
+// repository has the blob (a hostile or broken upstream). GETs stay normal.
+func HeadWithoutLength() Mode { return Mode{kind: kindHeadNoLength} }
+
+// Redirect answers blob GETs of linked blobs with a 307 to base + the request path, as
+// Docker Hub sends blobs to its CDN.
+func Redirect(base string) Mode { return Mode{kind: kindRedirect, location: base} }
+
+// Endless answers blob GETs with a chunked body (no Content-Length) that never ends.
+func Endless() Mode { return Mode{kind: kindEndless} }
 
 // Normal answers like Docker Hub on a good day.
 func Normal() Mode { return Mode{} }
@@ -77,6 +93,12 @@ func (m Mode) String() string {
 		return "corrupt"
 	case kindTruncated:
 		return "truncated"
+	case kindHeadNoLength:
+		return "blob HEAD without length"
+	case kindRedirect:
+		return "redirect to " + m.location
+	case kindEndless:
+		return "endless blob body"
 	case kindSlow:
 		return fmt.Sprintf("slow (headers after %s, %s between chunks)", m.headerDelay, m.chunkDelay)
 	}

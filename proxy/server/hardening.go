@@ -1,0 +1,24 @@
+package server
+
+import (
+	"time"
+
+	"github.com/hubcache/hubcache/proxy/cache"
+)
+
+// WithNegativeTTL sets how long an upstream "not found" is remembered (default
+// cache.DefaultNegativeTTL; zero: not remembered).
+func WithNegativeTTL(d time.Duration) Option {
+	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithNegativeTTL(d)) }
+}
+
+// WithMaxFills caps concurrent blob fills from upstream (default cache.DefaultMaxFills).
+func WithMaxFills(n int) Option {
+	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithMaxFills(n)) }
+}
+
+// WithMaxUnknownBlobSize caps a blob upstream sends without Content-Length (default
+// cache.DefaultMaxUnknownBlobSize).
+func WithMaxUnknownBlobSize(n int64) Option {
+	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithMaxUnknownBlobSize(n)) }
+}

@@ -1,0 +1,94 @@
+package server_test
+
+import (
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hubcache/hubcache/proxy/server"
+	"github.com/hubcache/hubcache/test/fakehub"
+)
+
+func getStatus(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestTenGETsOfAMissingTagMakeOneUpstreamRequest(t *testing.T) {
+	hub := fakehub.New(t)
+	hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 1, 1000, true))
+	_, host := start(t, hub, server.WithTagTTL(0), server.WithNegativeTTL(time.Hour))
+	url := "http://" + host + "/v2/docker.io/library/app/manifests/missing"
+
+	var wg sync.WaitGroup
+	for range 5 { // concurrent
+		wg.Go(func() {
+			if code := getStatus(t, url); code != http.StatusNotFound {
+				t.Errorf("GET of a missing tag = %d, want 404", code)
+			}
+		})
+	}
+	wg.Wait()
+	for range 5 { // one after the other
+		if code := getStatus(t, url); code != http.StatusNotFound {
+			t.Errorf("GET of a missing tag = %d, want 404", code)
+		}
+	}
+	c := hub.Counts()
+	if n := c.TotalManifestGET() + c.TotalManifestHEAD(); n != 1 {
+		t.Fatalf("ten GETs of a missing tag made %d upstream manifest requests, want 1", n)
+	}
+	// A tag that exists is not affected.
+	if code := getStatus(t, "http://"+host+"/v2/docker.io/library/app/manifests/v1"); code != http.StatusOK {
+		t.Fatalf("GET of an existing tag = %d", code)
+	}
+}
+
+func TestAMissingBlobIsAskedUpstreamOncePerTTL(t *testing.T) {
+	hub := fakehub.New(t)
+	hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 1, 1000, true))
+	_, host := start(t, hub, server.WithNegativeTTL(time.Hour))
+	url := "http://" + host + "/v2/docker.io/library/app/blobs/sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for range 10 {
+		if code := getStatus(t, url); code != http.StatusNotFound {
+			t.Errorf("GET of a missing blob = %d, want 404", code)
+		}
+	}
+	if n := hub.Counts().TotalBlobGET(); n != 1 {
+		t.Fatalf("ten GETs of a missing blob made %d upstream blob GETs, want 1", n)
+	}
+}
+
+func TestAHeadWithoutSizeDoesNotLinkAStoredBlobToAnotherRepository(t *testing.T) {
+	hub := fakehub.New(t)
+	img := fakehub.RandomImage(t, 1, 100_000, true)
+	hub.Push(t, "library/app", "v1", img)
+	_, host := start(t, hub)
+	pullAll(t, host+"/docker.io/library/app:v1")
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// acme/other does not have the blob, but its upstream answers HEAD 200 without a size.
+	hub.SetDigestMode(layer, fakehub.HeadWithoutLength())
+	before := hub.Counts().TotalBlobGET()
+	if code := getStatus(t, "http://"+host+"/v2/docker.io/acme/other/blobs/"+layer.String()); code == http.StatusOK {
+		t.Fatalf("GET of a blob another repository cached = 200 after a HEAD without size")
+	}
+	if n := hub.Counts().TotalBlobGET() - before; n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1 (the blob is fetched and verified instead)", n)
+	}
+}
