@@ -77,6 +77,9 @@ func newEnv(t *testing.T, opts ...cache.Option) *env {
 		cache.WithSpoolDir(filepath.Join(dir, "spool")),
 		cache.WithLogger(slog.New(slog.DiscardHandler)),
 		cache.WithRegistries("docker.io"),
+		// These tests ask upstream again after a "not found" on purpose; the negative cache
+		// has its own tests (proxy/server).
+		cache.WithNegativeTTL(0),
 	}, opts...)
 	c, err := cache.New(blobs, meta, e.up, opts...)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/hubcache/hubcache/proxy/cache"
+	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
 // WithNegativeTTL sets how long an upstream "not found" is remembered (default
@@ -21,4 +22,10 @@ func WithMaxFills(n int) Option {
 // cache.DefaultMaxUnknownBlobSize).
 func WithMaxUnknownBlobSize(n int64) Option {
 	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithMaxUnknownBlobSize(n)) }
+}
+
+// WithLoopbackRedirects lets upstream redirects reach loopback over plain http (tests only;
+// by default a redirect must be https to a public address).
+func WithLoopbackRedirects() Option {
+	return func(o *options) { o.upstreamOpts = append(o.upstreamOpts, upstream.WithLoopbackRedirects()) }
 }

@@ -3,7 +3,9 @@ package server_test
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,5 +92,52 @@ func TestAHeadWithoutSizeDoesNotLinkAStoredBlobToAnotherRepository(t *testing.T)
 	}
 	if n := hub.Counts().TotalBlobGET() - before; n != 1 {
 		t.Fatalf("upstream blob GETs = %d, want 1 (the blob is fetched and verified instead)", n)
+	}
+}
+
+func TestUpstreamRedirectsToLoopbackAreRefusedUnlessATestAllowsThem(t *testing.T) {
+	hub := fakehub.New(t)
+	img := fakehub.RandomImage(t, 1, 50_000, true)
+	hub.Push(t, "library/app", "v1", img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An "internal" service on loopback that the hostile upstream points the proxy at.
+	var internalHits atomic.Int32
+	internal := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		internalHits.Add(1)
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(internal.Close)
+	hub.SetDigestMode(layer, fakehub.Redirect(internal.URL))
+	path := "/v2/docker.io/library/app/blobs/" + layer.String()
+
+	_, host := start(t, hub)
+	if code := getStatus(t, "http://"+host+path); code == http.StatusOK {
+		t.Fatal("a redirect to a loopback http address was followed")
+	}
+	if n := internalHits.Load(); n != 0 {
+		t.Fatalf("the internal service was reached %d times", n)
+	}
+
+	_, allowed := start(t, hub, server.WithLoopbackRedirects())
+	if code := getStatus(t, "http://"+allowed+path); code != http.StatusOK {
+		t.Fatalf("with loopback redirects allowed: %d, want 200", code)
+	}
+	if n := internalHits.Load(); n != 1 {
+		t.Fatalf("the redirect target was reached %d times, want 1", n)
 	}
 }

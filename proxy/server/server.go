@@ -64,7 +64,8 @@ type options struct {
 	fills           *FillSharing
 	visibilityTTL   time.Duration
 	allowPrivate    []string
-	cacheOpts       []cache.Option // hardening.go
+	cacheOpts       []cache.Option    // hardening.go
+	upstreamOpts    []upstream.Option // hardening.go
 }
 
 // WithTagTTL sets how long tags are served without revalidation (default cache.DefaultTagTTL).
@@ -218,6 +219,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 			upResponses.WithLabelValues(oci.MethodLabel(method), registry, strconv.Itoa(status)).Inc()
 		}),
 	}
+	upOpts = append(upOpts, o.upstreamOpts...)
 	if o.upstreamTimeout > 0 {
 		upOpts = append(upOpts, upstream.WithTimeout(o.upstreamTimeout))
 	}

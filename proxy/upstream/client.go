@@ -20,12 +20,15 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/hubcache/hubcache/proxy/egress"
 	"github.com/hubcache/hubcache/proxy/imageref"
 )
 
 // Client fetches manifests and blobs from the configured registries. It is safe for
 // concurrent use.
 type Client struct {
+	guard      *egress.Guard
 	opts       options
 	registries map[string]*upstreamRegistry
 	transports *TransportCache
@@ -57,10 +60,12 @@ func New(registries map[string]*url.URL, opts ...Option) (*Client, error) {
 	if o.keychain == nil {
 		o.keychain = DockerConfigKeychain(o.dockerConfigDir)
 	}
+	guard := newGuard(registries, o.egressOpts)
 	if o.base == nil {
-		o.base = http.DefaultTransport.(*http.Transport).Clone()
+		o.base = guard.Transport()
 	}
 	c := &Client{
+		guard:      guard,
 		opts:       o,
 		registries: map[string]*upstreamRegistry{},
 		transports: NewTransportCache(o.cacheSize, 0, nil),
@@ -247,7 +252,7 @@ func (c *Client) send(ctx context.Context, r *upstreamRegistry, repo name.Reposi
 	if len(accept) > 0 {
 		req.Header.Set("Accept", strings.Join(accept, ", "))
 	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
+	resp, err := (&http.Client{Transport: rt, CheckRedirect: c.guard.CheckRedirect}).Do(req)
 	if err != nil {
 		c.opts.observer(method, r.name, 0)
 		err = classify(err)

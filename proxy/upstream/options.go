@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+
+	"github.com/hubcache/hubcache/proxy/egress"
 )
 
 // Defaults.
@@ -39,6 +41,7 @@ type options struct {
 	logger          *slog.Logger
 	observer        Observer
 	cacheSize       int
+	egressOpts      []egress.Option // redirect.go
 }
 
 func defaultOptions() options {
