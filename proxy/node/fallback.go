@@ -8,9 +8,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
 	"github.com/hubcache/hubcache/proxy/oci"
 	"github.com/hubcache/hubcache/proxy/upstream"
+	"github.com/hubcache/hubcache/proxy/verify"
 )
 
 // transports keeps one authenticated RoundTripper per repository (upstream.TransportCache):
@@ -60,12 +63,19 @@ func (s *Server) fallback(w http.ResponseWriter, r *http.Request, rt route) (int
 	copyRequestHeaders(req.Header, r.Header)
 	// The client follows redirects (Docker Hub sends blobs from a CDN); the token transport
 	// sends credentials only to the registry host itself.
-	client := &http.Client{Transport: t}
+	client := &http.Client{Transport: t, CheckRedirect: s.guard.CheckRedirect}
 	resp, err := client.Do(req)
 	if err != nil {
 		return 0, s.upstreamFailed(w, r, err)
 	}
 	defer resp.Body.Close()
+	if d, ok := rt.verifiable(); ok && r.Method == http.MethodGet && resp.StatusCode == http.StatusOK {
+		// Nothing vouches for upstream's bytes here but their digest: the last bytes are
+		// held back until it checks out, so a mismatch ends in a cut response.
+		resp.Body = verify.NewReader(resp.Body, d, resp.ContentLength, func(err error) {
+			s.log.Warn("fallback bytes do not match their digest; response cut", "path", r.URL.Path, "error", err.Error())
+		})
+	}
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		return 0, s.denied(w, r, fmt.Errorf("upstream answered %s", resp.Status))
 	}
@@ -94,4 +104,17 @@ func (s *Server) denied(w http.ResponseWriter, r *http.Request, err error) error
 	oci.WriteError(w, r, nil, &oci.Error{Status: http.StatusForbidden, Code: oci.CodeDenied,
 		Message: "the upstream registry refused access", Cause: err})
 	return err
+}
+
+// verifiable returns the digest a full GET of rt must match: every blob, and manifests
+// asked for by digest.
+func (rt route) verifiable() (v1.Hash, bool) {
+	if rt.kind != kindBlob && rt.kind != kindManifest {
+		return v1.Hash{}, false
+	}
+	d, err := v1.NewHash(rt.reference)
+	if err != nil || d.Algorithm != "sha256" {
+		return v1.Hash{}, false
+	}
+	return d, true
 }

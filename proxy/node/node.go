@@ -24,6 +24,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/hubcache/hubcache/proxy/egress"
 	"github.com/hubcache/hubcache/proxy/limits"
 )
 
@@ -39,6 +40,7 @@ type Server struct {
 	buffers    *sync.Pool
 	listening  atomic.Bool
 	limits     limits.Config
+	guard      *egress.Guard
 }
 
 type options struct {
@@ -52,10 +54,17 @@ type options struct {
 	coolDown           time.Duration
 	now                func() time.Time
 	limits             limits.Config
+	egressOpts         []egress.Option
 }
 
 // Option configures a Server.
 type Option func(*options)
+
+// WithLoopbackRedirects lets fallback redirects reach loopback over plain http (tests only;
+// by default a redirect must be https to a public address, see proxy/egress).
+func WithLoopbackRedirects() Option {
+	return func(o *options) { o.egressOpts = append(o.egressOpts, egress.AllowLoopback()) }
+}
 
 // WithLimits sets the connection, in-flight and write progress limits of Serve (default:
 // limits.Defaults()).
@@ -123,8 +132,13 @@ func New(proxyURL *url.URL, upstreams []upstream.Endpoint, opts ...Option) (*Ser
 	if o.proxyTransport == nil {
 		o.proxyTransport = defaultProxyTransport(o.proxyHeaderTimeout)
 	}
+	urls := make([]*url.URL, 0, len(upstreams))
+	for _, u := range upstreams {
+		urls = append(urls, u.URL)
+	}
+	guard := egress.New(urls, o.egressOpts...)
 	if o.upstreamTransport == nil {
-		o.upstreamTransport = defaultUpstreamTransport()
+		o.upstreamTransport = defaultUpstreamTransport(guard)
 	}
 	ups := map[string]upstream.Endpoint{}
 	for _, u := range upstreams {
@@ -145,6 +159,7 @@ func New(proxyURL *url.URL, upstreams []upstream.Endpoint, opts ...Option) (*Ser
 		log:        o.logger,
 		buffers:    newBufferPool(),
 		limits:     o.limits,
+		guard:      guard,
 	}, nil
 }
 
@@ -164,10 +179,12 @@ func defaultProxyTransport(headerTimeout time.Duration) *http.Transport {
 
 // defaultUpstreamTransport talks to public registries, through the node's HTTP(S)_PROXY if
 // it has one.
-func defaultUpstreamTransport() *http.Transport {
+// Every dial goes through the egress guard: redirects and token realms may only lead to
+// public addresses.
+func defaultUpstreamTransport(guard *egress.Guard) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           guard.DialContext((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext),
 		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: 20 * time.Second,
 		MaxIdleConnsPerHost:   16,
