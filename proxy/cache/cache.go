@@ -130,6 +130,9 @@ type Cache struct {
 
 	allowed map[string]bool // nil: any registry upstream accepts
 
+	// bodies shares one copy of each cached manifest among the requests serving it.
+	bodies *bodies
+
 	// manifests coalesces concurrent upstream manifest work per repository and reference.
 	manifests singleflight.Group
 
@@ -166,12 +169,13 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		return nil, fmt.Errorf("cache spool directory: %w", err)
 	}
 	c := &Cache{
-		blobs: blobs,
-		meta:  meta,
-		up:    up,
-		opts:  o,
-		log:   o.logger,
-		fills: map[v1.Hash]*fill{},
+		blobs:  blobs,
+		meta:   meta,
+		up:     up,
+		opts:   o,
+		log:    o.logger,
+		fills:  map[v1.Hash]*fill{},
+		bodies: newBodies(),
 
 		touches: &toucher{every: o.touchInterval, last: map[v1.Hash]time.Time{}},
 	}

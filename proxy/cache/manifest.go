@@ -354,11 +354,14 @@ func (c *Cache) loadManifest(ctx context.Context, repo Repo, d v1.Hash) (Manifes
 	if err != nil {
 		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, metaErr(err))
 	}
+	if body, ok := c.bodies.get(d, row.Size); ok {
+		return Manifest{Digest: d, MediaType: row.MediaType, Body: body}, nil
+	}
 	body, err := c.readObject(ctx, d)
 	if err == nil && int64(len(body)) == row.Size {
 		sum := sha256.Sum256(body)
 		if hex.EncodeToString(sum[:]) == d.Hex {
-			return Manifest{Digest: d, MediaType: row.MediaType, Body: body}, nil
+			return Manifest{Digest: d, MediaType: row.MediaType, Body: c.bodies.put(d, body)}, nil
 		}
 	}
 	if err != nil && !errors.Is(err, blobstore.ErrNotFound) {

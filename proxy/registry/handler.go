@@ -55,7 +55,7 @@ type handler struct {
 
 // New returns the /v2/ API handler over b, with request logging and metrics.
 func New(b Backend, opts ...Option) (http.Handler, error) {
-	o := options{logger: slog.Default(), registerer: prometheus.NewRegistry(), copyBuffer: 256 << 10}
+	o := options{logger: slog.Default(), registerer: prometheus.NewRegistry(), copyBuffer: 64 << 10}
 	for _, opt := range opts {
 		opt(&o)
 	}
