@@ -16,6 +16,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/limits"
 	"github.com/hubcache/hubcache/proxy/node"
+	"github.com/hubcache/hubcache/proxy/tlsfiles"
 	"github.com/hubcache/hubcache/proxy/upstream"
 )
 
@@ -30,6 +31,9 @@ type nodeFlags struct {
 	coolDown      time.Duration
 	logLevel      string
 	limits        limits.Config
+	proxyCA       string
+	proxyCert     string
+	proxyKey      string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -55,6 +59,9 @@ node fetches from the upstream registry itself: degraded and uncached, but the p
 	fl.DurationVar(&f.coolDown, "probe-interval", 10*time.Second, "in fallback mode, how often one request is sent to the proxy to see if it is back")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	addLimitFlags(fl, &f.limits, nodeLimitDefaults())
+	fl.StringVar(&f.proxyCA, "proxy-ca-file", "", "CA bundle that signed the proxy's certificate (with an https --proxy; reloaded when it changes)")
+	fl.StringVar(&f.proxyCert, "proxy-cert-file", "", "client certificate presented to the proxy (mutual TLS; reloaded when it changes)")
+	fl.StringVar(&f.proxyKey, "proxy-key-file", "", "key of --proxy-cert-file")
 	return cmd
 }
 
@@ -92,6 +99,16 @@ func runNode(ctx context.Context, f nodeFlags) error {
 			log.Warn("no Docker config.json: fallback fetches are anonymous", "dir", f.dockerConfig, "error", err)
 		}
 		opts = append(opts, node.WithKeychain(upstream.DockerConfigKeychain(f.dockerConfig)))
+	}
+	if f.proxyCA != "" || f.proxyCert != "" || f.proxyKey != "" {
+		if proxyURL.Scheme != "https" {
+			return errors.New("--proxy-ca-file, --proxy-cert-file and --proxy-key-file need an https:// --proxy")
+		}
+		files, err := tlsfiles.Load(f.proxyCert, f.proxyKey, f.proxyCA)
+		if err != nil {
+			return fmt.Errorf("--proxy-cert-file: %w", err)
+		}
+		opts = append(opts, node.WithProxyTLS(files.ClientConfig()))
 	}
 	srv, err := node.New(proxyURL, ups, opts...)
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/hubcache/hubcache/proxy/evict"
 	"github.com/hubcache/hubcache/proxy/limits"
 	"github.com/hubcache/hubcache/proxy/server"
+	"github.com/hubcache/hubcache/proxy/tlsfiles"
 	"github.com/hubcache/hubcache/proxy/upstream"
 	"github.com/hubcache/hubcache/proxy/visibility"
 )
@@ -64,6 +66,9 @@ type proxyFlags struct {
 	negativeTTL    time.Duration
 	maxFills       int
 	maxUnknownBlob int64
+	tlsCert        string
+	tlsKey         string
+	clientCA       string
 }
 
 func newProxyCmd() *cobra.Command {
@@ -111,6 +116,9 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 	addFillFlags(fl, &f.fills)
 	addOpsFlags(fl, &f.ops)
 	addLimitFlags(fl, &f.limits, limits.Defaults())
+	fl.StringVar(&f.tlsCert, "tls-cert-file", "", "serve the registry API over TLS with this certificate (reloaded when it changes; empty: plain HTTP)")
+	fl.StringVar(&f.tlsKey, "tls-key-file", "", "key of --tls-cert-file")
+	fl.StringVar(&f.clientCA, "client-ca-file", "", "require client certificates signed by this CA bundle (mutual TLS; needs --tls-cert-file)")
 	fl.DurationVar(&f.negativeTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long an upstream \"not found\" is remembered, so a missing tag costs one upstream request per period (0: not remembered)")
 	fl.IntVar(&f.maxFills, "max-fills", cache.DefaultMaxFills, "most blob downloads from upstream at once; a miss over it is answered 503 with Retry-After (0: no cap)")
 	fl.Int64Var(&f.maxUnknownBlob, "max-unknown-blob-size", cache.DefaultMaxUnknownBlobSize, "largest blob accepted from upstream without a Content-Length, in bytes")
@@ -186,6 +194,17 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if err != nil {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
+	var serverTLS *tls.Config
+	if f.tlsCert != "" || f.tlsKey != "" || f.clientCA != "" {
+		if f.tlsCert == "" {
+			return errors.New("--client-ca-file and --tls-key-file need --tls-cert-file")
+		}
+		files, err := tlsfiles.Load(f.tlsCert, f.tlsKey, f.clientCA)
+		if err != nil {
+			return fmt.Errorf("--tls-cert-file: %w", err)
+		}
+		serverTLS = files.ServerConfig()
+	}
 	storage, err := storageOptions(f)
 	if err != nil {
 		return err
@@ -247,6 +266,9 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		}
 		if s == api {
 			ln = f.limits.Listener(ln)
+			if serverTLS != nil {
+				ln = tls.NewListener(ln, serverTLS)
+			}
 		}
 		go func() {
 			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -9,6 +9,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,7 @@ type options struct {
 	now                func() time.Time
 	limits             limits.Config
 	egressOpts         []egress.Option
+	proxyTLS           *tls.Config
 }
 
 // Option configures a Server.
@@ -65,6 +67,10 @@ type Option func(*options)
 func WithLoopbackRedirects() Option {
 	return func(o *options) { o.egressOpts = append(o.egressOpts, egress.AllowLoopback()) }
 }
+
+// WithProxyTLS sets the TLS client configuration for an https proxy URL: the CA that signed
+// the proxy's certificate and the node's client certificate (mutual TLS).
+func WithProxyTLS(c *tls.Config) Option { return func(o *options) { o.proxyTLS = c } }
 
 // WithLimits sets the connection, in-flight and write progress limits of Serve (default:
 // limits.Defaults()).
@@ -130,7 +136,9 @@ func New(proxyURL *url.URL, upstreams []upstream.Endpoint, opts ...Option) (*Ser
 		o.registerer = prometheus.NewRegistry()
 	}
 	if o.proxyTransport == nil {
-		o.proxyTransport = defaultProxyTransport(o.proxyHeaderTimeout)
+		t := defaultProxyTransport(o.proxyHeaderTimeout)
+		t.TLSClientConfig = o.proxyTLS
+		o.proxyTransport = t
 	}
 	urls := make([]*url.URL, 0, len(upstreams))
 	for _, u := range upstreams {
