@@ -21,7 +21,7 @@ type CA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	// PEM is the CA certificate, for a CA bundle file.
-	PEM  []byte
+	PEM []byte
 }
 
 // NewCA makes a CA valid for an hour.
