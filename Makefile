@@ -61,7 +61,7 @@ fuzz: ## Fuzz reference normalisation briefly (FUZZTIME=20s)
 	$(GO) test ./webhook/rewrite -run '^$$' -fuzz '^FuzzImage$$' -fuzztime $(FUZZTIME)
 
 .PHONY: bench
-bench: tools services ## Benchmarks: hubcache vs the hub itself and vs distribution's proxy (ratios); webhook cost per container and visibility latency
+bench: tools services ## Benchmarks: hubcache vs the hub itself and vs distribution's proxy (ratios); webhook cost per container and visibility latency; proxy RSS under stalled readers
 	hack/tools.sh distribution
 	eval "$$(hack/tools.sh env)"; \
 	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./test/bench/...
