@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 )
 
 // ErrForbidden is returned for a destination the policy refuses.
@@ -155,6 +156,6 @@ func (g *Guard) DialContext(dial DialFunc) DialFunc {
 // Transport returns a clone of http.DefaultTransport that dials through the guard.
 func (g *Guard) Transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = g.DialContext((&net.Dialer{}).DialContext)
+	t.DialContext = g.DialContext((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
 	return t
 }
