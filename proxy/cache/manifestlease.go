@@ -30,7 +30,7 @@ const (
 // died and the lease expired), this replica takes the lease and fetches itself; fetch must
 // therefore look at the cache first. A lease is only a saving: without one, fetch runs.
 func (c *Cache) leased(ctx context.Context, key string, cached, fetch func(context.Context) (Manifest, error)) (Manifest, error) {
-	l, ok := c.up.(ManifestLeaser)
+	l, ok := c.leaser()
 	if !ok {
 		return fetch(ctx)
 	}

@@ -171,3 +171,13 @@ func (n *negativeUpstream) HeadBlob(ctx context.Context, registry, repo string, 
 	})
 	return size, err
 }
+
+// leaser returns the upstream's manifest lease support, looking through the negative cache.
+func (c *Cache) leaser() (ManifestLeaser, bool) {
+	up := c.up
+	if n, ok := up.(*negativeUpstream); ok {
+		up = n.Upstream
+	}
+	l, ok := up.(ManifestLeaser)
+	return l, ok
+}
