@@ -183,6 +183,9 @@ func TestAnOverlayWithAnotherNamespaceAndPortsLeavesNoStaleReference(t *testing.
 			if got := envValue(wh.Spec.Template.Spec.Containers[0], "HUBCACHE_TARGET"); got != "127.0.0.1:5200" {
 				t.Errorf("webhook HUBCACHE_TARGET = %q, want the node's 127.0.0.1:5200", got)
 			}
+			if got := envValue(wh.Spec.Template.Spec.Containers[0], "HUBCACHE_PROXY"); got != "http://hubcache-proxy.cache-ops.svc:5100" {
+				t.Errorf("webhook HUBCACHE_PROXY = %q, want the proxy Service", got)
+			}
 			proxy, ok := find(objs, named[*appsv1.Deployment]("hubcache-proxy"))
 			if !ok {
 				t.Fatal("no Deployment hubcache-proxy")
