@@ -252,29 +252,25 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 
 	// No WriteTimeout: a large layer may stream for a long time. The limits cut readers that
 	// stop reading instead (write progress deadline), and cap connections and requests.
-	api := &http.Server{Addr: f.listen, Handler: srv.Handler(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	api := &http.Server{Handler: srv.Handler(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	f.limits.Apply(api)
-	servers := []*http.Server{api}
-	if f.metricsListen != "" {
-		servers = append(servers, &http.Server{Addr: f.metricsListen, Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second})
+	apiLn, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", f.listen, err)
 	}
-	errc := make(chan error, len(servers))
-	for _, s := range servers {
-		ln, err := net.Listen("tcp", s.Addr)
+	apiLn = f.limits.Listener(apiLn)
+	if serverTLS != nil {
+		apiLn = tls.NewListener(apiLn, serverTLS)
+	}
+	runners := []runner{httpRunner("api", api, apiLn, f.shutdownTimeout)}
+	if f.metricsListen != "" {
+		ops := &http.Server{Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second}
+		opsLn, err := net.Listen("tcp", f.metricsListen)
 		if err != nil {
-			return fmt.Errorf("listen %s: %w", s.Addr, err)
+			apiLn.Close()
+			return fmt.Errorf("listen %s: %w", f.metricsListen, err)
 		}
-		if s == api {
-			ln = f.limits.Listener(ln)
-			if serverTLS != nil {
-				ln = tls.NewListener(ln, serverTLS)
-			}
-		}
-		go func() {
-			if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- fmt.Errorf("serve %s: %w", s.Addr, err)
-			}
-		}()
+		runners = append(runners, httpRunner("metrics", ops, opsLn, f.shutdownTimeout))
 	}
 	names := make([]string, 0, len(ups))
 	for n, u := range ups {
@@ -285,24 +281,9 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		"data_dir", dataDir, "blob_store", blobStoreForLog(f.blobStore), "metadata", metadataKind(f.metadata),
 		"max_size", f.maxSize, "upstreams", names, "tag_ttl", f.tagTTL.String(), "version", version)
 
-	select {
-	case <-ctx.Done():
-		// Leave the Service before closing the listener; a second signal skips the wait.
-		hard, stopHard := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		drain(hard, srv, f.ops.drainDelay, log)
-		stopHard()
-		log.Info("shutting down")
-	case err = <-errc:
-		log.Error("server failed", "error", err.Error())
-	}
-	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.shutdownTimeout)
+	serveCtx, cancel := drainedContext(ctx, srv, f.ops.drainDelay, log)
 	defer cancel()
-	for _, s := range servers {
-		if serr := s.Shutdown(shutCtx); serr != nil {
-			log.Warn("shutdown", "addr", s.Addr, "error", serr.Error())
-		}
-	}
-	return err
+	return runAll(serveCtx, runners...)
 }
 
 // storageOptions turns the storage, pool, redirect and eviction flags into server options.

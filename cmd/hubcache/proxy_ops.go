@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -29,6 +32,25 @@ func (f opsFlags) options() ([]server.Option, error) {
 		return nil, fmt.Errorf("--drain-delay %s: want 0 or more", f.drainDelay)
 	}
 	return []server.Option{server.WithUnreadyAfter(f.unreadyAfter)}, nil
+}
+
+// drainedContext returns the context the proxy's servers run under: it ends once ctx has
+// ended (SIGTERM) and the proxy has drained, or when cancel is called (a server failed).
+func drainedContext(ctx context.Context, srv *server.Server, d time.Duration, log *slog.Logger) (context.Context, context.CancelFunc) {
+	serveCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+			// Leave the Service before closing the listener; a second signal skips the wait.
+			hard, stopHard := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			drain(hard, srv, d, log)
+			stopHard()
+			log.Info("shutting down")
+		case <-serveCtx.Done():
+		}
+		cancel()
+	}()
+	return serveCtx, cancel
 }
 
 // drain fails readiness and keeps serving for the drain delay (or until a second signal
