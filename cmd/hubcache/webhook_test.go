@@ -20,6 +20,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 // writeCert writes a fresh self-signed certificate for 127.0.0.1 with the given common name
@@ -64,12 +66,7 @@ func writeCert(t *testing.T, dir, commonName string) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testenv.FreeAddr(t)
 }
 
 // servedCommonName returns the common name of the certificate the server presents.

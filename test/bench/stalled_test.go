@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/hubcache/hubcache/test/fakehub"
+
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 const (
@@ -104,12 +106,7 @@ func BenchmarkStalledReaders(b *testing.B) {
 
 func freeAddr(b *testing.B) string {
 	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return testenv.FreeAddr(b)
 }
 
 func waitUp(b *testing.B, base string) {

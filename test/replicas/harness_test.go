@@ -6,7 +6,6 @@ package replicas
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 // binary is the hubcache binary built once for the package.
@@ -41,12 +42,7 @@ func TestMain(m *testing.M) {
 // freePort returns a loopback address nobody listens on right now.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testenv.FreeAddr(t)
 }
 
 // process is one hubcache process started by a test.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 // buildHubcache builds the hubcache binary once. Plain `go build`, as the other tests that run
@@ -32,12 +33,7 @@ func buildHubcache(t *testing.T) string {
 // freePort returns a loopback address nobody listens on right now.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testenv.FreeAddr(t)
 }
 
 // process is one hubcache process (proxy, node, webhook) started by the test.
