@@ -170,7 +170,7 @@ func TestAnOverlayWithAnotherNamespaceAndPortsLeavesNoStaleReference(t *testing.
 				t.Fatal("no DaemonSet hubcache-node")
 			}
 			node := ds.Spec.Template.Spec.Containers[0]
-			if got := envValue(node, "HUBCACHE_PROXY"); got != "http://hubcache-proxy.cache-ops.svc:5100" {
+			if got := envValue(node, "HUBCACHE_PROXY"); got != "https://hubcache-proxy.cache-ops.svc:5100" {
 				t.Errorf("node HUBCACHE_PROXY = %q", got)
 			}
 			if got := envValue(node, "HUBCACHE_LISTEN"); got != "127.0.0.1:5200" {
@@ -183,7 +183,7 @@ func TestAnOverlayWithAnotherNamespaceAndPortsLeavesNoStaleReference(t *testing.
 			if got := envValue(wh.Spec.Template.Spec.Containers[0], "HUBCACHE_TARGET"); got != "127.0.0.1:5200" {
 				t.Errorf("webhook HUBCACHE_TARGET = %q, want the node's 127.0.0.1:5200", got)
 			}
-			if got := envValue(wh.Spec.Template.Spec.Containers[0], "HUBCACHE_PROXY"); got != "http://hubcache-proxy.cache-ops.svc:5100" {
+			if got := envValue(wh.Spec.Template.Spec.Containers[0], "HUBCACHE_PROXY"); got != "https://hubcache-proxy.cache-ops.svc:5100" {
 				t.Errorf("webhook HUBCACHE_PROXY = %q, want the proxy Service", got)
 			}
 			proxy, ok := find(objs, named[*appsv1.Deployment]("hubcache-proxy"))
@@ -228,6 +228,18 @@ func TestAnOverlayWithAnotherNamespaceAndPortsLeavesNoStaleReference(t *testing.
 			if !slices.Contains(cert.Spec.DNSNames, "hubcache-webhook.cache-ops.svc") {
 				t.Errorf("certificate names %v", cert.Spec.DNSNames)
 			}
+			// Mutual TLS with the proxy: its certificate names the moved Service, which the
+			// node and the webhook reach (requireMutualTLS checks the URLs against it).
+			proxyCert, ok := find(objs, named[*certmanagerv1.Certificate]("hubcache-proxy"))
+			if !ok {
+				t.Fatal("no Certificate hubcache-proxy")
+			}
+			for _, want := range []string{"hubcache-proxy", "hubcache-proxy.cache-ops", "hubcache-proxy.cache-ops.svc", "hubcache-proxy.cache-ops.svc.cluster.local"} {
+				if !slices.Contains(proxyCert.Spec.DNSNames, want) {
+					t.Errorf("proxy certificate names %v, lacking %s", proxyCert.Spec.DNSNames, want)
+				}
+			}
+			requireMutualTLS(t, objs)
 		})
 	}
 }

@@ -99,7 +99,7 @@ func TestTheProxyDeploymentIsHighlyAvailableHardenedAndSharesFills(t *testing.T)
 	}
 	for _, ds := range r.daemonsets {
 		for _, nc := range ds.Spec.Template.Spec.Containers {
-			if p := flagValue(nc, "--proxy"); p != "http://hubcache-proxy.hubcache-system.svc:5000" {
+			if p := flagValue(nc, "--proxy"); p != "https://hubcache-proxy.hubcache-system.svc:5000" {
 				t.Errorf("DaemonSet %s forwards to %s, not to the proxy Service", ds.Name, p)
 			}
 		}

@@ -195,6 +195,7 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		return fmt.Errorf("--data-dir: %w", err)
 	}
 	var serverTLS *tls.Config
+	var tlsFiles *tlsfiles.Files
 	if f.tlsCert != "" || f.tlsKey != "" || f.clientCA != "" {
 		if f.tlsCert == "" {
 			return errors.New("--client-ca-file and --tls-key-file need --tls-cert-file")
@@ -203,13 +204,13 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		if err != nil {
 			return fmt.Errorf("--tls-cert-file: %w", err)
 		}
-		serverTLS = files.ServerConfig()
+		serverTLS, tlsFiles = files.ServerConfig(), files
 	}
 	storage, err := storageOptions(f)
 	if err != nil {
 		return err
 	}
-	fills, err := fillOption(f.fills, f.listen)
+	fills, err := fillOption(f.fills, f.listen, tlsFiles)
 	if err != nil {
 		return err
 	}

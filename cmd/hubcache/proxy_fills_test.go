@@ -21,7 +21,7 @@ func TestFillFlagsAreCheckedBeforeTheProxyStarts(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("POD_IP", tc.podIP)
-			_, err := fillOption(tc.flags, ":5000")
+			_, err := fillOption(tc.flags, ":5000", nil)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("fillOption() error = %v, want error %v", err, tc.wantErr)
 			}

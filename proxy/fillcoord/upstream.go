@@ -3,6 +3,7 @@ package fillcoord
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -37,27 +38,48 @@ type Upstream struct {
 	secret string
 	store  blobstore.Store
 	client *http.Client
+	scheme string // of the peers' fill endpoint: "https" with WithPeerTLS, else "http"
 	log    *slog.Logger
+}
+
+// UpstreamOption configures an Upstream.
+type UpstreamOption func(*Upstream, *http.Transport)
+
+// WithPeerTLS reads the other replicas' fills over TLS with cfg (their registry listener
+// serves TLS, and with mutual TLS asks for this replica's certificate). Without it, fills
+// are read over plain HTTP.
+func WithPeerTLS(cfg *tls.Config) UpstreamOption {
+	return func(u *Upstream, t *http.Transport) {
+		u.scheme = "https"
+		t.TLSClientConfig = cfg
+	}
 }
 
 // NewUpstream wraps up. secret authenticates this replica to the holders' fill endpoints.
 // store is the shared blob store: a follower's fill then writes nothing (the holder commits the
 // object, or the follower itself when it takes the fill over), so each cold blob is uploaded
 // once. With a nil store every fill writes its own copy.
-func NewUpstream(up cache.Upstream, coord *Coordinator, secret string, store blobstore.Store) *Upstream {
-	return &Upstream{
+func NewUpstream(up cache.Upstream, coord *Coordinator, secret string, store blobstore.Store, opts ...UpstreamOption) *Upstream {
+	t := &http.Transport{
+		DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		// The holder answers once its own upstream answered.
+		ResponseHeaderTimeout: 2 * time.Minute,
+		TLSHandshakeTimeout:   10 * time.Second,
+		MaxIdleConnsPerHost:   16,
+	}
+	u := &Upstream{
 		Upstream: up,
 		coord:    coord,
 		secret:   secret,
 		store:    store,
+		scheme:   "http",
 		log:      coord.log,
-		client: &http.Client{Transport: &http.Transport{
-			DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-			// The holder answers once its own upstream answered.
-			ResponseHeaderTimeout: 2 * time.Minute,
-			MaxIdleConnsPerHost:   16,
-		}},
+		client:   &http.Client{Transport: t},
 	}
+	for _, o := range opts {
+		o(u, t)
+	}
+	return u
 }
 
 // GetBlob returns upstream's body (this replica holds the lease) or a body read from the
@@ -199,7 +221,7 @@ func (b *peerBody) connect() error {
 }
 
 func (b *peerBody) fromPeer() error {
-	u := url.URL{Scheme: "http", Host: b.addr, Path: FillPath + b.d.String(), RawQuery: "offset=" + strconv.FormatInt(b.read, 10)}
+	u := url.URL{Scheme: b.u.scheme, Host: b.addr, Path: FillPath + b.d.String(), RawQuery: "offset=" + strconv.FormatInt(b.read, 10)}
 	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return fmt.Errorf("fill request to %s: %w", b.addr, err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/fillcoord"
+	"github.com/hubcache/hubcache/proxy/tlsfiles"
 )
 
 // FillSharing makes replicas that share a postgres:// metadata store fetch each cold blob
@@ -25,6 +26,25 @@ type FillSharing struct {
 	Secret string
 	// LeaseTTL is how long a fill lease lives without renewal (0: fillcoord.DefaultTTL).
 	LeaseTTL time.Duration
+	// TLS, when the registry listener serves TLS, is its certificate and CA bundle: the
+	// replicas then read each other's fills over TLS, presenting that certificate and
+	// verifying the peer's against the bundle for ServerName (they dial pod IPs, which the
+	// shared certificate does not name). Nil: plain HTTP.
+	TLS        *tlsfiles.Files
+	ServerName string
+}
+
+// peerOptions are the fill client's options: TLS towards the other replicas when they serve
+// it.
+func (f *FillSharing) peerOptions() ([]fillcoord.UpstreamOption, error) {
+	if f.TLS == nil {
+		return nil, nil
+	}
+	cfg, err := f.TLS.PeerConfig(f.ServerName)
+	if err != nil {
+		return nil, fmt.Errorf("fill sharing over TLS: %w", err)
+	}
+	return []fillcoord.UpstreamOption{fillcoord.WithPeerTLS(cfg)}, nil
 }
 
 // WithFillSharing turns fill sharing on when the metadata store is postgres://. Without it,

@@ -244,7 +244,11 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	}
 	if fc != nil {
 		s.closers = append(s.closers, func() error { fc.Close(); return nil })
-		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret, s.blobs)
+		peerOpts, err := o.fills.peerOptions()
+		if err != nil {
+			return nil, err // the closers above end fc
+		}
+		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret, s.blobs, peerOpts...)
 	}
 	c, err := cache.New(s.blobs, s.meta, cacheUp, append([]cache.Option{
 		cache.WithTagTTL(o.tagTTL),

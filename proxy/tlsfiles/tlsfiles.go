@@ -119,8 +119,49 @@ func (f *Files) ServerConfig() *tls.Config {
 // ClientConfig verifies the server against the CA bundle (the system roots without one) and
 // presents the certificate, if any. Both follow rotations.
 func (f *Files) ClientConfig() *tls.Config {
+	return f.clientConfig("")
+}
+
+// PeerConfig is the client side of one replica talking to another: it presents the
+// certificate (the replica's own serving certificate, issued for both server and client
+// auth) and verifies the peer's certificate against the CA bundle for serverName, not for
+// the address dialed: replicas reach each other by pod IP, which no certificate names, and
+// share one certificate whose DNS names include serverName. Both follow rotations.
+func (f *Files) PeerConfig(serverName string) (*tls.Config, error) {
+	cert, _ := f.current()
+	if cert == nil {
+		return nil, errors.New("a replica needs its certificate to talk to the others")
+	}
+	if serverName == "" {
+		return nil, errors.New("no server name to verify the other replicas' certificate against")
+	}
+	if err := verifyName(cert, serverName); err != nil {
+		return nil, err
+	}
+	return f.clientConfig(serverName), nil
+}
+
+// verifyName checks that cert, which the other replicas present too, carries serverName:
+// otherwise every replica-to-replica handshake would fail, and better at start-up.
+func verifyName(cert *tls.Certificate, serverName string) error {
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return fmt.Errorf("parsing the certificate: %w", err)
+		}
+	}
+	if err := leaf.VerifyHostname(serverName); err != nil {
+		return fmt.Errorf("the certificate does not name %q, which the replicas verify in each other's certificate: %w", serverName, err)
+	}
+	return nil
+}
+
+// clientConfig verifies the server for serverName, or for the name dialed when it is empty.
+func (f *Files) clientConfig(serverName string) *tls.Config {
 	c := &tls.Config{
 		MinVersion: tls.VersionTLS12,
+		ServerName: serverName,
 		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			cert, _ := f.current()
 			if cert == nil {
@@ -143,7 +184,11 @@ func (f *Files) ClientConfig() *tls.Config {
 		for _, ic := range cs.PeerCertificates[1:] {
 			inter.AddCert(ic)
 		}
-		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: cs.ServerName, Roots: pool, Intermediates: inter})
+		name := serverName
+		if name == "" {
+			name = cs.ServerName
+		}
+		_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{DNSName: name, Roots: pool, Intermediates: inter})
 		return err
 	}
 	return c

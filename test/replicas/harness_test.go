@@ -48,15 +48,17 @@ func freePort(t *testing.T) string {
 // process is one hubcache process started by a test.
 type process struct {
 	name    string
+	scheme  string // of the registry API: "https" with --tls-cert-file
 	addr    string // registry API, host:port
 	ops     string // /healthz, /readyz, /metrics
+	dataDir string // a proxy's --data-dir (spool, and on embedded storage blobs and metadata)
 	cmd     *exec.Cmd
 	logPath string
 	exited  chan struct{}
 }
 
 // URL is the process's registry base URL.
-func (p *process) URL() string { return "http://" + p.addr }
+func (p *process) URL() string { return p.scheme + "://" + p.addr }
 
 // Kill sends SIGKILL and waits for the process to be gone.
 func (p *process) Kill(t *testing.T) {
@@ -79,14 +81,20 @@ func (p *process) log() string {
 func start(t *testing.T, name string, env []string, args ...string) *process {
 	t.Helper()
 	dir := t.TempDir()
-	p := &process{name: name, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
+	p := &process{name: name, scheme: "http", logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
+	for _, a := range args {
+		if strings.HasPrefix(a, "--tls-cert-file=") {
+			p.scheme = "https"
+		}
+	}
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		p.addr, p.ops = freePort(t), freePort(t)
 		full := append([]string{}, args...)
 		full = append(full, "--listen="+p.addr, "--metrics-listen="+p.ops)
 		if args[0] == "proxy" {
-			full = append(full, "--data-dir="+filepath.Join(dir, "data"), "--advertise-addr="+p.addr)
+			p.dataDir = filepath.Join(dir, "data")
+			full = append(full, "--data-dir="+p.dataDir, "--advertise-addr="+p.addr)
 		}
 		logf, ferr := os.Create(p.logPath)
 		if ferr != nil {

@@ -37,7 +37,8 @@ type cluster struct {
 	replicas []*process
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+// newCluster starts n replicas; extra flags are added to each.
+func newCluster(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
 	c := &cluster{hub: fakehub.New(t), s3: s3server.Start(t, s3server.MinIO)}
 	c.dsn, _ = pgtest.Schema(t, "hubcache_test_")
@@ -52,12 +53,13 @@ func newCluster(t *testing.T, n int) *cluster {
 	}
 	env := append(c.s3.Env(), "HUBCACHE_FILL_SECRET="+fillSecret)
 	for i := range n {
-		c.replicas = append(c.replicas, start(t, fmt.Sprintf("proxy-%d", i), env, "proxy",
-			"--upstream=docker.io="+c.hub.URL(),
-			"--blob-store="+blobURL,
-			"--metadata="+c.dsn,
+		args := append([]string{"proxy",
+			"--upstream=docker.io=" + c.hub.URL(),
+			"--blob-store=" + blobURL,
+			"--metadata=" + c.dsn,
 			"--fill-lease-ttl=2s",
-			"--log-level=debug"))
+			"--log-level=debug"}, extra...)
+		c.replicas = append(c.replicas, start(t, fmt.Sprintf("proxy-%d", i), env, args...))
 	}
 	return c
 }
@@ -74,11 +76,16 @@ func (c *cluster) replicaAt(addr string) *process {
 
 // getBlob reads a blob through base and checks its digest; progress counts bytes received.
 func getBlob(ctx context.Context, base, repo string, d v1.Hash, progress *atomic.Int64) error {
+	return getBlobWith(ctx, http.DefaultClient, base, repo, d, progress)
+}
+
+// getBlobWith is getBlob with client (mutual TLS).
+func getBlobWith(ctx context.Context, client *http.Client, base, repo string, d v1.Hash, progress *atomic.Int64) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v2/docker.io/"+repo+"/blobs/"+d.String(), nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return err
 	}

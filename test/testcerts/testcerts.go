@@ -39,14 +39,15 @@ func NewCA(t testing.TB) CA {
 	return CA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// Issue writes a leaf certificate and key signed by c into dir and returns their paths.
-func (c CA) Issue(t testing.TB, dir, name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+// Issue writes a leaf certificate and key signed by c into dir and returns their paths. The
+// certificate names 127.0.0.1 and the DNS name name, for the given usages.
+func (c CA) Issue(t testing.TB, dir, name string, serial int64, usages ...x509.ExtKeyUsage) (string, string) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usages,
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{name}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)
 	if err != nil {
 		t.Fatal(err)
