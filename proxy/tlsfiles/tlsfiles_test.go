@@ -78,3 +78,66 @@ func TestMismatchedFilesAreRefused(t *testing.T) {
 		t.Fatal("a missing CA file was accepted")
 	}
 }
+
+// Replicas share one certificate (server and client auth) and dial each other by IP: each
+// verifies the other for the fixed name, presents the same certificate, and is served.
+func TestReplicasVerifyEachOtherForTheFixedNameAndPresentTheirCertificate(t *testing.T) {
+	dir := t.TempDir()
+	authority := testcerts.NewCA(t)
+	caPath := authority.Bundle(t, dir)
+	cert, key := authority.Issue(t, dir, "hubcache-proxy", 2, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	replica, err := tlsfiles.Load(cert, key, caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", replica.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	get := func(cfg *tls.Config) (string, error) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 10 * time.Second}
+		resp, err := c.Get("https://" + ln.Addr().String() + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	peer, err := replica.PeerConfig("hubcache-proxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if who, err := get(peer); err != nil || who != "hubcache-proxy" {
+		t.Fatalf("replica to replica: %q, %v", who, err)
+	}
+	if _, err := replica.PeerConfig("hubcache-proxy.elsewhere.svc"); err == nil {
+		t.Error("a server name the certificate does not carry was accepted at start-up")
+	}
+
+	// A server whose certificate is from another CA (same name) is not trusted.
+	otherDir := t.TempDir()
+	otherCert, otherKey := testcerts.NewCA(t).Issue(t, otherDir, "hubcache-proxy", 3, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+	stranger, err := tlsfiles.Load(otherCert, otherKey, caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerLn, err := tls.Listen("tcp", "127.0.0.1:0", stranger.ServerConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	strangerSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })}
+	go func() { _ = strangerSrv.Serve(strangerLn) }()
+	t.Cleanup(func() { _ = strangerSrv.Close() })
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: peer}, Timeout: 10 * time.Second}
+	if resp, err := c.Get("https://" + strangerLn.Addr().String() + "/"); err == nil {
+		_ = resp.Body.Close()
+		t.Error("a replica trusted a server certificate from another CA")
+	}
+}
