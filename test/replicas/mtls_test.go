@@ -2,7 +2,6 @@ package replicas
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"net/http"
 	"strings"
