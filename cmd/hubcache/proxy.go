@@ -261,7 +261,9 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	}
 	apiLn = f.limits.Listener(apiLn)
 	if serverTLS != nil {
-		apiLn = tls.NewListener(apiLn, serverTLS)
+		// Plain HTTP on this port gets a 503 (a node from before mutual TLS falls back to Docker
+		// Hub) instead of Go's 400 (a failed pull).
+		apiLn = tls.NewListener(tlsfiles.AnswerPlainHTTP(apiLn), serverTLS)
 	}
 	runners := []runner{httpRunner("api", api, apiLn, f.shutdownTimeout)}
 	if f.metricsListen != "" {
