@@ -71,7 +71,7 @@ func recordWarm(b *testing.B, id, measured, compared string, hcs, limit, peers t
 		Spread:   toLimit.Range(2),
 		Runs:     len(hcs),
 		Target:   "≥ 0.9× the limit, ≥ 1.0× distribution",
-		Notes: fmt.Sprintf("MB/s (medians): hubcache %.0f, limit %.0f", hcs.Median(), limit.Median()),
+		Notes:    fmt.Sprintf("MB/s (medians): hubcache %.0f, limit %.0f", hcs.Median(), limit.Median()),
 	}
 	ok := toLimit.Median() >= 0.9
 	if len(peers) > 0 {
