@@ -34,9 +34,9 @@ func BenchmarkWarmBlob(b *testing.B) {
 
 	for b.Loop() {
 		for _, c := range []struct {
-			id      string
+			id, who string
 			clients int
-		}{{"01-warm-blob-1", 1}, {"02-warm-blob-16", 16}} {
+		}{{"01-warm-blob-1", "1 client", 1}, {"02-warm-blob-16", "16 concurrent clients", 16}} {
 			var limit, hcs, peers table.Samples
 			measure := func(url string) float64 {
 				wall, err := parallel(c.clients, url, blobSize)
@@ -52,7 +52,7 @@ func BenchmarkWarmBlob(b *testing.B) {
 					peers = append(peers, measure(peerURL))
 				}
 			}
-			recordWarm(b, c.id, fmt.Sprintf("warm blob serve, 256 MiB, %d client(s) at once, files", c.clients),
+			recordWarm(b, c.id, "warm blob serve, 256 MiB, "+c.who+", files",
 				"http.ServeFile of the same file (the limit); distribution v3 (files)", hcs, limit, peers)
 		}
 	}
