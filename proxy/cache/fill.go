@@ -42,6 +42,9 @@ type fill struct {
 	// stored is set when the verified bytes were committed to the blob store; a fill that
 	// passed through (the store failed) keeps its spool a while for late joiners instead.
 	stored bool
+	// verified is set once every byte is in and matches the digest: readers may have the last
+	// byte then, before the bytes are stored (a sync of the whole file) and recorded.
+	verified bool
 }
 
 // startOrJoinFill returns the fill in progress for d, or starts one for repo. started
@@ -148,6 +151,12 @@ func (f *fill) run(ctx context.Context) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
 		return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
 	}
+	// From here on the fill cannot fail: storing and recording only log their failures. The
+	// clients need not wait for them: the file store syncs the whole file before it commits.
+	f.mu.Lock()
+	f.verified = true
+	f.cond.Broadcast()
+	f.mu.Unlock()
 	if !w.commit(ctx) && !c.committedElsewhere(ctx, body, f.digest, written) {
 		log.Info("blob passed through without caching", "size", written)
 		return nil
@@ -263,7 +272,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return 0, err
 		}
-		verified := f.done
+		verified := f.done || f.verified
 		limit = f.written
 		if r.end >= 0 {
 			limit = min(limit, r.end)
