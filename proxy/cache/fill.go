@@ -220,6 +220,12 @@ func (f *fill) Size() int64     { return f.size }
 
 // Open reads length bytes from offset (length < 0: to the end) as they arrive.
 func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
+	return f.open(ctx, offset, length, false)
+}
+
+// open is Open; untilStored holds the last byte until the fill has ended, for the replicas
+// that follow this fill (proxy/fillcoord): they look for the stored object once they have it.
+func (f *fill) open(ctx context.Context, offset, length int64, untilStored bool) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -236,7 +242,7 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 	if length >= 0 {
 		end = offset + length
 	}
-	r := &fillReader{f: f, file: file, ctx: ctx, pos: offset, end: end}
+	r := &fillReader{f: f, file: file, ctx: ctx, pos: offset, end: end, untilStored: untilStored}
 	// A reader blocked in Wait must notice its client leaving.
 	r.stop = context.AfterFunc(ctx, func() {
 		f.mu.Lock()
@@ -248,12 +254,13 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 
 // fillReader reads one client's window [pos, end) of a fill (end < 0: to the end).
 type fillReader struct {
-	f    *fill
-	file *os.File
-	ctx  context.Context
-	stop func() bool
-	pos  int64
-	end  int64
+	f           *fill
+	file        *os.File
+	ctx         context.Context
+	stop        func() bool
+	pos         int64
+	end         int64
+	untilStored bool
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -272,7 +279,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return 0, err
 		}
-		verified := f.done || f.verified
+		verified := f.done || (f.verified && !r.untilStored)
 		limit = f.written
 		if r.end >= 0 {
 			limit = min(limit, r.end)
