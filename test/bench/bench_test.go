@@ -170,17 +170,28 @@ func pushBlob(b *testing.B, hub *fakehub.Hub, repo, tag string, size int, seed u
 	return d
 }
 
+// binDir holds the hubcache binary the benchmarks build; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hubcache-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 // hubcacheBinary builds cmd/hubcache once per benchmark binary (HUBCACHE_BENCH_PROXY names
 // another build to measure, e.g. an older release for a before/after).
 var hubcacheBinary = sync.OnceValues(func() (string, error) {
 	if bin := os.Getenv("HUBCACHE_BENCH_PROXY"); bin != "" {
 		return bin, nil
 	}
-	dir, err := os.MkdirTemp("", "hubcache-bench-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "hubcache")
+	bin := filepath.Join(binDir, "hubcache")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/hubcache").CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building hubcache: %w\n%s", err, out)
 	}
