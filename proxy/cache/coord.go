@@ -16,19 +16,18 @@ var ErrNoFill = errors.New("no fill of this blob here")
 
 // OpenFill reads d from offset to the end for another replica (proxy/fillcoord): from the
 // fill in progress here, as its bytes arrive, else from the store. Like every fill reader, it
-// fails rather than end early when the fill fails, and it holds back the last byte until the
-// blob is verified and committed.
+// fails rather than end early when the fill fails; unlike a client's, it holds back the last
+// byte until the blob is committed too, so the follower finds the object in the store.
 func (c *Cache) OpenFill(ctx context.Context, d v1.Hash, offset int64) (int64, io.ReadCloser, error) {
 	if f := c.fillFor(d); f != nil {
-		b, err := f.wait(ctx)
-		if err != nil {
+		if _, err := f.wait(ctx); err != nil {
 			return 0, nil, err
 		}
-		if b.Size() >= 0 && offset > b.Size() {
-			return 0, nil, fmt.Errorf("offset %d past the %d bytes of %s", offset, b.Size(), d)
+		if f.Size() >= 0 && offset > f.Size() {
+			return 0, nil, fmt.Errorf("offset %d past the %d bytes of %s", offset, f.Size(), d)
 		}
-		rc, err := b.Open(ctx, offset, -1)
-		return b.Size(), rc, err
+		rc, err := f.open(ctx, offset, -1, true)
+		return f.Size(), rc, err
 	}
 	size, err := c.blobs.Stat(ctx, d)
 	if errors.Is(err, blobstore.ErrNotFound) {

@@ -42,6 +42,9 @@ type fill struct {
 	// stored is set when the verified bytes were committed to the blob store; a fill that
 	// passed through (the store failed) keeps its spool a while for late joiners instead.
 	stored bool
+	// verified is set once every byte is in and matches the digest: readers may have the last
+	// byte then, before the bytes are stored (a sync of the whole file) and recorded.
+	verified bool
 }
 
 // startOrJoinFill returns the fill in progress for d, or starts one for repo. started
@@ -148,6 +151,12 @@ func (f *fill) run(ctx context.Context) error {
 	if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
 		return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
 	}
+	// From here on the fill cannot fail: storing and recording only log their failures. The
+	// clients need not wait for them: the file store syncs the whole file before it commits.
+	f.mu.Lock()
+	f.verified = true
+	f.cond.Broadcast()
+	f.mu.Unlock()
 	if !w.commit(ctx) && !c.committedElsewhere(ctx, body, f.digest, written) {
 		log.Info("blob passed through without caching", "size", written)
 		return nil
@@ -211,6 +220,12 @@ func (f *fill) Size() int64     { return f.size }
 
 // Open reads length bytes from offset (length < 0: to the end) as they arrive.
 func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
+	return f.open(ctx, offset, length, false)
+}
+
+// open is Open; untilStored holds the last byte until the fill has ended, for the replicas
+// that follow this fill (proxy/fillcoord): they look for the stored object once they have it.
+func (f *fill) open(ctx context.Context, offset, length int64, untilStored bool) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -227,7 +242,7 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 	if length >= 0 {
 		end = offset + length
 	}
-	r := &fillReader{f: f, file: file, ctx: ctx, pos: offset, end: end}
+	r := &fillReader{f: f, file: file, ctx: ctx, pos: offset, end: end, untilStored: untilStored}
 	// A reader blocked in Wait must notice its client leaving.
 	r.stop = context.AfterFunc(ctx, func() {
 		f.mu.Lock()
@@ -239,12 +254,13 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 
 // fillReader reads one client's window [pos, end) of a fill (end < 0: to the end).
 type fillReader struct {
-	f    *fill
-	file *os.File
-	ctx  context.Context
-	stop func() bool
-	pos  int64
-	end  int64
+	f           *fill
+	file        *os.File
+	ctx         context.Context
+	stop        func() bool
+	pos         int64
+	end         int64
+	untilStored bool
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -263,7 +279,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return 0, err
 		}
-		verified := f.done
+		verified := f.done || (f.verified && !r.untilStored)
 		limit = f.written
 		if r.end >= 0 {
 			limit = min(limit, r.end)

@@ -3,10 +3,17 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
 	"github.com/hubcache/hubcache/proxy/cache"
 	"github.com/hubcache/hubcache/proxy/upstream"
 )
@@ -205,5 +212,78 @@ func TestConcurrentColdPullsOfATagMakeOneManifestGet(t *testing.T) {
 	// Requests that arrive after the first fill are hits, those during it share it.
 	if n := e.up.count("GET manifest"); n != 1 {
 		t.Fatalf("manifest GETs = %d, want 1", n)
+	}
+}
+
+// countingStore counts Opens and holds the first one until release is closed.
+type countingStore struct {
+	blobstore.Store
+	mu      sync.Mutex
+	opens   int
+	first   chan struct{} // closed at the first Open
+	release chan struct{}
+}
+
+func (s *countingStore) Open(ctx context.Context, d v1.Hash, offset, length int64) (io.ReadCloser, error) {
+	s.mu.Lock()
+	s.opens++
+	n := s.opens
+	s.mu.Unlock()
+	if n == 1 {
+		close(s.first)
+		<-s.release
+	}
+	return s.Store.Open(ctx, d, offset, length)
+}
+
+func TestConcurrentReadsOfAStoredManifestShareOneRead(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	d := e.up.tag(app.Path, "v1", "one")
+	if _, err := e.c.Manifest(ctx, app, d.String()); err != nil {
+		t.Fatal(err)
+	}
+	// A second cache over the same stores holds no copy of the body: as after a restart.
+	store := &countingStore{Store: e.blobs, first: make(chan struct{}), release: make(chan struct{})}
+	c, err := cache.New(store, e.meta, e.up, cache.WithRegisterer(prometheus.NewRegistry()),
+		cache.WithSpoolDir(t.TempDir()), cache.WithLogger(slog.New(slog.DiscardHandler)), cache.WithRegistries("docker.io"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+
+	const readers = 20
+	results := make([]cache.Manifest, readers)
+	errs := make([]error, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Go(func() { results[i], errs[i] = c.Manifest(ctx, app, d.String()) })
+	}
+	<-store.first
+	// Without sharing, every reader opens the object too: give them a moment to, while the
+	// first read is held. With sharing they wait for it and the moment passes (no flake
+	// either way: the wait only ends early on the failure this test is after).
+	for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		store.mu.Lock()
+		n := store.opens
+		store.mu.Unlock()
+		if n == readers {
+			break
+		}
+	}
+	close(store.release)
+	wg.Wait()
+	for i := range readers {
+		if errs[i] != nil || results[i].Digest != d {
+			t.Fatalf("reader %d: %v", i, errs[i])
+		}
+		if &results[i].Body[0] != &results[0].Body[0] {
+			t.Fatalf("reader %d got its own copy of the body", i)
+		}
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if store.opens != 1 {
+		t.Fatalf("%d concurrent readers opened the stored manifest %d times, want once", readers, store.opens)
 	}
 }

@@ -1,278 +1,312 @@
-// Package bench measures the proxy against baselines measured in the same run: the fake
-// Docker Hub itself (the physical limit of a loopback fetch) and, when built, the peer
-// distribution v3 registry in proxy mode. Each benchmark reports ratios; nothing here asserts
-// a time. Run with `make bench`.
+// Package bench measures the hubcache binary's blob paths against baselines measured in the
+// same run: the physical limit (a plain http.ServeFile of the same file, a direct MinIO GET,
+// the upstream itself) and the peer, distribution v3 (test/bench/peer). Each benchmark runs
+// its sides in alternation, several times, and records one row per target with
+// test/bench/table; nothing here asserts a time. Run with `make bench`.
 package bench
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
-	"log/slog"
+	"math/rand/v2"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/test/fakehub"
+	"github.com/hubcache/hubcache/test/testenv"
 )
 
 const (
-	layerSize = 64 << 20
-	stampede  = 20
+	// runs is how many times each side of a row is measured, in alternation.
+	runs = 5
+	// blobSize is the issue's 256 MiB.
+	blobSize = 256 << 20
+	// readBuffer is the benchmark client's read size: large, so the client's own syscalls
+	// weigh little next to the server's.
+	readBuffer = 256 << 10
 )
 
-// world is one benchmark's fake Docker Hub, hubcache in front of it, and the peer if built.
-type world struct {
-	hub  *fakehub.Hub
-	hc   string // hubcache base URL
-	peer string // distribution base URL, "" when not available
+// client is one HTTP client for every side: keep-alive connections, no compression, no
+// proxy from the environment.
+var client = &http.Client{Transport: &http.Transport{
+	MaxIdleConnsPerHost: 128,
+	DisableCompression:  true,
+	ReadBufferSize:      64 << 10,
+	WriteBufferSize:     16 << 10,
+}}
+
+// transfer is one GET: bytes received, time to the first body byte and to the last.
+type transfer struct {
+	n           int64
+	first, last time.Duration
 }
 
-func newWorld(b *testing.B) *world {
-	b.Helper()
-	hub := fakehub.New(b)
-	u, err := url.Parse(hub.URL())
+// discard is io.Discard without ReaderFrom: io.Copy through it uses our large buffer
+// instead of io.Discard's 8 KiB one.
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// get GETs url, reads the body to the end and checks its length is want (want < 0: any).
+func get(url string, want int64) (transfer, error) { return getWith(client, url, want) }
+
+// getWith is get with another client.
+func getWith(c *http.Client, url string, want int64) (transfer, error) {
+	start := time.Now()
+	resp, err := c.Get(url)
 	if err != nil {
-		b.Fatal(err)
+		return transfer{}, err
 	}
-	srv, err := server.New(context.Background(), b.TempDir(), map[string]*url.URL{"docker.io": u},
-		server.WithDockerConfigDir(b.TempDir()),
-		server.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-	)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return transfer{}, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	buf := make([]byte, readBuffer)
+	var t transfer
+	n, err := resp.Body.Read(buf)
+	t.first = time.Since(start)
+	t.n = int64(n)
+	if err == nil {
+		var m int64
+		m, err = io.CopyBuffer(discard{}, resp.Body, buf)
+		t.n += m
+	} else if err == io.EOF {
+		err = nil
+	}
+	t.last = time.Since(start)
 	if err != nil {
-		b.Fatalf("building the proxy: %v", err)
+		return t, fmt.Errorf("GET %s after %d bytes: %w", url, t.n, err)
 	}
-	b.Cleanup(func() { _ = srv.Close() })
-	hs := httptest.NewServer(srv.Handler())
-	b.Cleanup(hs.Close)
-	return &world{hub: hub, hc: hs.URL, peer: startPeer(b, hub.URL())}
+	if want >= 0 && t.n != want {
+		return t, fmt.Errorf("GET %s: %d bytes, want %d", url, t.n, want)
+	}
+	return t, nil
 }
 
-// startPeer runs distribution's registry in proxy mode in front of the hub, when
-// HUBCACHE_DISTRIBUTION names its binary (hack/tools.sh distribution).
-func startPeer(b *testing.B, hubURL string) string {
+// verified GETs url and checks the body's digest: every side is checked once before it is
+// timed (the timed runs only count bytes, so the client's hashing does not hide the servers').
+func verified(b *testing.B, url string, d v1.Hash) {
 	b.Helper()
-	bin := os.Getenv("HUBCACHE_DISTRIBUTION")
-	if bin == "" {
-		b.Log("HUBCACHE_DISTRIBUTION not set: no peer baseline (hack/tools.sh distribution)")
-		return ""
-	}
-	dir := b.TempDir()
-	l, err := (&net0{}).listen()
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := l
-	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\nproxy:\n  remoteurl: %s\n",
-		filepath.Join(dir, "data"), addr, hubURL)
-	cfgPath := filepath.Join(dir, "config.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "serve", cfgPath)
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none")
-	if err := cmd.Start(); err != nil {
-		cancel()
-		b.Fatalf("starting distribution: %v", err)
-	}
-	b.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	base := "http://" + addr
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(base + "/v2/"); err == nil {
-			resp.Body.Close()
-			return base
-		}
-	}
-	b.Fatal("distribution did not start")
-	return ""
+	verifiedWith(b, client, url, d)
 }
 
-// pushLayer pushes a fresh image with one random layer and returns the layer digest.
-func pushLayer(b *testing.B, hub *fakehub.Hub, tag string) v1.Hash {
+// verifiedWith is verified with another client.
+func verifiedWith(b *testing.B, c *http.Client, url string, d v1.Hash) {
 	b.Helper()
-	img := fakehub.RandomImage(b, 1, layerSize, false)
-	hub.Push(b, "library/bench", tag, img)
-	ls, err := img.Layers()
+	resp, err := c.Get(url)
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := ls[0].Digest()
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, resp.Body, make([]byte, readBuffer)); err != nil {
+		b.Fatalf("GET %s: %v", url, err)
+	}
+	if got := fmt.Sprintf("sha256:%x", h.Sum(nil)); got != d.String() {
+		b.Fatalf("GET %s: digest %s, want %s", url, got, d)
+	}
+}
+
+// parallel runs n GETs of url at once and returns the wall time until all have ended.
+func parallel(n int, url string, want int64) (time.Duration, error) {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	start := time.Now()
+	for range n {
+		wg.Go(func() {
+			if _, err := get(url, want); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	return elapsed, <-errs
+}
+
+// randomBlob returns size bytes that do not compress, fast (ChaCha8, not crypto/rand).
+func randomBlob(size int, seed uint64) []byte {
+	var s [32]byte
+	s[0], s[1] = byte(seed), byte(seed>>8)
+	buf := make([]byte, size)
+	_, _ = rand.NewChaCha8(s).Read(buf)
+	return buf
+}
+
+// pushBlob pushes an image whose one layer is size random bytes (stored as is, not
+// compressed) to repo:tag on the hub, and returns the layer's digest.
+func pushBlob(b *testing.B, hub *fakehub.Hub, repo, tag string, size int, seed uint64) v1.Hash {
+	b.Helper()
+	l := static.NewLayer(randomBlob(size, seed), types.DockerLayer)
+	img, err := mutate.AppendLayers(empty.Image, l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hub.Push(b, repo, tag, img)
+	d, err := l.Digest()
 	if err != nil {
 		b.Fatal(err)
 	}
 	return d
 }
 
-// fetch GETs url and checks the body's sha256.
-func fetch(url string, want v1.Hash) (int64, error) {
-	resp, err := http.Get(url)
+// binDir holds the hubcache binary the benchmarks build; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hubcache-bench-")
 	if err != nil {
-		return 0, err
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, resp.Body)
-	if err != nil {
-		return n, err
-	}
-	if got := fmt.Sprintf("sha256:%x", h.Sum(nil)); got != want.String() {
-		return n, fmt.Errorf("GET %s: digest %s, want %s", url, got, want)
-	}
-	return n, nil
+	binDir = dir
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
 }
 
-// direct downloads the layer from the hub with a registry client (token flow included) and
-// checks its digest: what a client does without any cache.
-func direct(hub *fakehub.Hub, d v1.Hash) error {
-	ref, err := name.NewDigest(hub.Host()+"/library/bench@"+d.String(), name.Insecure)
-	if err != nil {
-		return err
+// hubcacheBinary builds cmd/hubcache once per benchmark binary (HUBCACHE_BENCH_PROXY names
+// another build to measure, e.g. an older release for a before/after).
+var hubcacheBinary = sync.OnceValues(func() (string, error) {
+	if bin := os.Getenv("HUBCACHE_BENCH_PROXY"); bin != "" {
+		return bin, nil
 	}
-	l, err := remote.Layer(ref)
-	if err != nil {
-		return err
+	bin := filepath.Join(binDir, "hubcache")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/hubcache").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building hubcache: %w\n%s", err, out)
 	}
-	rc, err := l.Compressed()
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	// The compressed reader verifies the digest at EOF.
-	_, err = io.Copy(io.Discard, rc)
-	return err
+	return bin, nil
+})
+
+// process is a hubcache process started for a benchmark.
+type process struct {
+	base string // http://127.0.0.1:PORT
+	addr string
+	cmd  *exec.Cmd
 }
 
-// directly has n clients download the layer straight from the hub at once.
-func directly(n int, hub *fakehub.Hub, d v1.Hash) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := direct(hub, d); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
-func timed(b *testing.B, f func() error) time.Duration {
+// startHubcache runs `hubcache <args>` with --listen on a free port and the given extra
+// environment, waits until /v2/ answers, and stops it when the benchmark ends.
+func startHubcache(b *testing.B, env []string, args ...string) *process {
 	b.Helper()
-	start := time.Now()
-	if err := f(); err != nil {
+	bin, err := hubcacheBinary()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Since(start)
+	addr := testenv.FreeAddr(b)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, append(args, "--listen", addr, "--metrics-listen", "", "--log-level", "error")...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	p := &process{base: "http://" + addr, addr: addr, cmd: cmd}
+	b.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	waitUp(b, p.base)
+	return p
 }
 
-// concurrently runs n fetches of url at once and returns when all are done.
-func concurrently(n int, url string, d v1.Hash) error {
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := fetch(url, d); err != nil {
-				errs <- err
+// stop ends the process now (a row that restarts it for a fresh peak RSS).
+func (p *process) stop() {
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}
+
+// startProxy runs `hubcache proxy` in front of the hub, with its data in dataDir.
+func startProxy(b *testing.B, hubURL, dataDir string, env []string, extra ...string) *process {
+	b.Helper()
+	args := append([]string{"proxy", "--data-dir", dataDir, "--docker-config", b.TempDir(),
+		"--upstream", "docker.io=" + hubURL}, extra...)
+	return startHubcache(b, env, args...)
+}
+
+// blobFile returns the path of the file a proxy with dataDir keeps blob d in.
+func blobFile(b *testing.B, dataDir string, d v1.Hash) string {
+	b.Helper()
+	var found string
+	err := filepath.WalkDir(dataDir, func(p string, e os.DirEntry, err error) error {
+		if err == nil && !e.IsDir() && e.Name() == d.Hex {
+			found = p
+		}
+		return err
+	})
+	if err != nil || found == "" {
+		b.Fatalf("no file for %s under %s (%v)", d, dataDir, err)
+	}
+	return found
+}
+
+func waitUp(b *testing.B, base string) {
+	b.Helper()
+	for range 300 {
+		if getCode(base+"/v2/") == http.StatusOK {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.Fatalf("%s did not start", base)
+}
+
+func getCode(url string) int {
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return 0
+	}
+	return resp.StatusCode
+}
+
+// peakRSS reads the process's high-water resident set size (VmHWM), in MiB.
+func peakRSS(b *testing.B, pid int) float64 {
+	b.Helper()
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			if err != nil {
+				b.Fatal(err)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
-}
-
-// BenchmarkWarmBlob serves a cached 64 MiB layer; the baseline is the same download straight
-// from the hub, the peer is distribution serving its cached copy.
-func BenchmarkWarmBlob(b *testing.B) {
-	w := newWorld(b)
-	d := pushLayer(b, w.hub, "warm")
-	hcURL := w.hc + "/v2/docker.io/library/bench/blobs/" + d.String()
-	peerURL := w.peer + "/v2/library/bench/blobs/" + d.String()
-	// Warm both caches.
-	timed(b, func() error { _, err := fetch(hcURL, d); return err })
-	if w.peer != "" {
-		timed(b, func() error { _, err := fetch(peerURL, d); return err })
-	}
-
-	var hc, base, peer time.Duration
-	b.SetBytes(layerSize)
-	b.ResetTimer()
-	for b.Loop() {
-		hc += timed(b, func() error { _, err := fetch(hcURL, d); return err })
-		b.StopTimer()
-		base += timed(b, func() error { return direct(w.hub, d) })
-		if w.peer != "" {
-			peer += timed(b, func() error { _, err := fetch(peerURL, d); return err })
+			return kb / 1024
 		}
-		b.StartTimer()
 	}
-	report(b, hc, base, peer)
+	b.Fatal("no VmHWM")
+	return 0
 }
 
-// BenchmarkColdStampede has 20 clients ask for one cold 64 MiB layer at once: hubcache
-// fetches it once and streams it to all; the baseline is the same 20 clients downloading it
-// straight from the hub (no cache at all, 20 upstream pulls); the peer is distribution's proxy
-// under the same stampede. Upstream blob GETs per stampede are reported too.
-func BenchmarkColdStampede(b *testing.B) {
-	w := newWorld(b)
-	var hc, base, peer time.Duration
-	var hcGets, peerGets int
-	i := 0
-	b.SetBytes(layerSize * stampede)
-	for b.Loop() {
-		b.StopTimer()
-		i++
-		d := pushLayer(b, w.hub, fmt.Sprintf("cold%d", i))
-		base += timed(b, func() error { return directly(stampede, w.hub, d) })
-		w.hub.Reset()
-		b.StartTimer()
-		hc += timed(b, func() error {
-			return concurrently(stampede, w.hc+"/v2/docker.io/library/bench/blobs/"+d.String(), d)
-		})
-		b.StopTimer()
-		hcGets += w.hub.Counts().BlobGET[d.String()]
-		if w.peer != "" {
-			w.hub.Reset()
-			peer += timed(b, func() error {
-				return concurrently(stampede, w.peer+"/v2/library/bench/blobs/"+d.String(), d)
-			})
-			peerGets += w.hub.Counts().BlobGET[d.String()]
-		}
-		b.StartTimer()
-	}
-	report(b, hc, base, peer)
-	b.ReportMetric(float64(hcGets)/float64(i), "hubcache-upstream-GETs/op")
-	if w.peer != "" {
-		b.ReportMetric(float64(peerGets)/float64(i), "peer-upstream-GETs/op")
-	}
-}
+// mbps is a throughput in MB/s (10^6 bytes per second) of n bytes in d.
+func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
 
-func report(b *testing.B, hc, base, peer time.Duration) {
-	b.ReportMetric(hc.Seconds()/base.Seconds(), "x-direct-time")
-	if peer > 0 {
-		b.ReportMetric(hc.Seconds()/peer.Seconds(), "x-peer-time")
-	}
-	b.Logf("hubcache %s, direct from hub %s, peer %s (totals over %d runs)", hc, base, peer, b.N)
-}
+// peerBinary reports whether distribution is built; rows note its absence rather than fail
+// (make bench always builds it).
+func peerBinary() bool { return os.Getenv("HUBCACHE_DISTRIBUTION") != "" }

@@ -57,7 +57,7 @@ func TestContainerdPullsThroughNodeAndProxyAndFallsBackWhenTheProxyIsKilled(t *t
 	}
 	// The proxy cached what it served.
 	for _, b := range indexBlobs(t, first) {
-		if _, err := c.store.Stat(ctx, b); err != nil {
+		if _, err := storedSoon(ctx, c, b); err != nil {
 			t.Errorf("blob %s of the first image is not in the bucket: %v", b, err)
 		}
 	}

@@ -243,7 +243,7 @@ func TestKillingTheFillingReplicaLeavesNoPartialObjectAndEveryClientGetsTheBlob(
 			t.Errorf("retry through %s after %v: %v", survivor.name, res.err, err)
 		}
 	}
-	size, err := c.store.Stat(t.Context(), layer)
+	size, err := storedSoon(t.Context(), c, layer)
 	if err != nil {
 		t.Fatalf("the blob is not in the bucket after the pulls: %v", err)
 	}
@@ -302,6 +302,18 @@ func checkNothingPartial(t *testing.T, c *cluster, d v1.Hash, when string) {
 		t.Fatalf("%s: Stat: %v", when, err)
 	}
 	checkStored(t, c, d, size)
+}
+
+// storedSoon waits (at most 30 s) for d to be in the bucket and returns its size: a client gets
+// its last byte as soon as the digest checks out, and the replica that filled the blob
+// completes its upload after that.
+func storedSoon(ctx context.Context, c *cluster, d v1.Hash) (int64, error) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		size, err := c.store.Stat(ctx, d)
+		if err == nil || !errors.Is(err, blobstore.ErrNotFound) || time.Now().After(deadline) {
+			return size, err
+		}
+	}
 }
 
 func checkStored(t *testing.T, c *cluster, d v1.Hash, size int64) {

@@ -134,7 +134,43 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // pull pulls ref ("library/app:v1" or "library/app@sha256:…") through the proxy with
 // go-containerregistry, as a client would, and checks every byte against its digest. A
 // multi-arch index is pulled whole. No retries: a failed request fails the pull.
+// pull pulls ref through the proxy, checks every digest, then waits until the proxy's fills have
+// ended: a client gets its last byte as soon as the digest checks out, before the blob is stored
+// and recorded, and the tests look at the stores next.
 func (p *proxy) pull(ref string) error {
+	if err := p.fetch(ref); err != nil {
+		return err
+	}
+	return p.waitFills()
+}
+
+// waitFills waits (at most a minute) until hubcache_blob_fills_in_flight is 0.
+func (p *proxy) waitFills() error {
+	var last string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		resp, err := http.Get(p.ops.URL + "/metrics")
+		if err != nil {
+			return fmt.Errorf("waiting for fills: %w", err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("waiting for fills: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "hubcache_blob_fills_in_flight ") {
+				last = line
+				if line == "hubcache_blob_fills_in_flight 0" {
+					return nil
+				}
+			}
+		}
+	}
+	return fmt.Errorf("fills still in progress after a minute (%q)", last)
+}
+
+// fetch pulls ref through the proxy and checks every digest.
+func (p *proxy) fetch(ref string) error {
 	r, err := name.ParseReference(p.host+"/docker.io/"+ref, name.Insecure)
 	if err != nil {
 		return err
