@@ -3,6 +3,7 @@ package admission
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -49,7 +50,7 @@ func patchOps(pod *podView, changed []change, ephemeral bool, maxAnnotationBytes
 	for _, c := range changed {
 		ops = append(ops, jsonpatch.Operation{
 			Operation: "replace",
-			Path:      fmt.Sprintf("/spec/%s/%d/image", listField[c.ContainerType], c.index),
+			Path:      "/spec/" + listField[c.ContainerType] + "/" + strconv.Itoa(c.index) + "/image",
 			Value:     c.Rewritten,
 		})
 	}
