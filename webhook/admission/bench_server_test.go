@@ -173,7 +173,7 @@ func startWebhookServer(b *testing.B, conns int) *webhookServer {
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.PEM)
-	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	client := &http.Client{Timeout: clientTimeout, Transport: &http.Transport{
 		TLSClientConfig:     &tls.Config{RootCAs: roots},
 		MaxIdleConns:        conns,
 		MaxIdleConnsPerHost: conns,
@@ -264,13 +264,14 @@ func (s *webhookServer) closedLoop(b *testing.B, path string, body []byte, clien
 // openLoop sends body to path at a fixed rate for d, each request on its own goroutine at its
 // scheduled time whether or not earlier ones were answered (as the API server does), and
 // returns each request's latency measured from its scheduled time, so a stall delays the
-// clock of every request behind it (no coordinated omission).
-func (s *webhookServer) openLoop(b *testing.B, path string, body []byte, rate int, d time.Duration) []time.Duration {
-	b.Helper()
+// clock of every request behind it (no coordinated omission). A request that fails (the
+// client's timeout on an overloaded machine) counts with the time it took to fail, and the
+// failures are counted.
+func (s *webhookServer) openLoop(path string, body []byte, rate int, d time.Duration) ([]time.Duration, int) {
 	interval := time.Second / time.Duration(rate)
 	n := int(d / interval)
 	lat := make([]time.Duration, n)
-	var failed atomic.Pointer[error]
+	var failed atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
@@ -278,20 +279,18 @@ func (s *webhookServer) openLoop(b *testing.B, path string, body []byte, rate in
 		time.Sleep(time.Until(at))
 		wg.Go(func() {
 			if err := s.post(path, body); err != nil {
-				failed.CompareAndSwap(nil, &err)
+				failed.Add(1)
 			}
 			lat[i] = time.Since(at)
 		})
 	}
 	wg.Wait()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
-	}
-	return lat
+	return lat, int(failed.Load())
 }
 
 // Row sizes: a few minutes at most for the whole lane on a 2-core machine.
 const (
+	clientTimeout  = 10 * time.Second
 	serverRuns     = 5
 	throughputTime = 2 * time.Second
 	clients        = 8
@@ -348,12 +347,15 @@ func BenchmarkWebhookLatency(b *testing.B) {
 	s.checkPatched(b, body)
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	for range b.N {
-		s.openLoop(b, PathMutate, body, latencyRate, warmUp)
-		s.openLoop(b, pathNoop, body, latencyRate, warmUp)
+		s.openLoop(PathMutate, body, latencyRate, warmUp)
+		s.openLoop(pathNoop, body, latencyRate, warmUp)
 		var hc50, hc99, noop50, noop99 table.Samples
+		failures := 0
 		side := func(path string, p50, p99 *table.Samples) {
-			l50, l99 := percentiles(s.openLoop(b, path, body, latencyRate, latencyTime))
+			lat, failed := s.openLoop(path, body, latencyRate, latencyTime)
+			l50, l99 := percentiles(lat)
 			*p50, *p99 = append(*p50, ms(l50)), append(*p99, ms(l99))
+			failures += failed
 		}
 		for i := range serverRuns {
 			if i%2 == 0 {
@@ -377,9 +379,9 @@ func BenchmarkWebhookLatency(b *testing.B) {
 			Spread:  fmt.Sprintf("p99 %s ms (no-op %s)", hc99.Range(2), noop99.Range(2)),
 			Runs:    len(hc99),
 			Target:  "p99 ≤ 5 ms",
-			Verdict: table.Check(hc99.Median() <= 5),
-			Notes: fmt.Sprintf("p99 %.2f× the no-op's; p50 %s ms (no-op %s); new TLS connections open as the open loop needs them",
-				table.Ratios(hc99, noop99).Median(), hc50.Range(2), noop50.Range(2)),
+			Verdict: table.Check(hc99.Median() <= 5 && failures == 0),
+			Notes: fmt.Sprintf("p99 %.2f× the no-op's; p50 %s ms (no-op %s); %d requests failed (client timeout %s); new TLS connections open as the open loop needs them",
+				table.Ratios(hc99, noop99).Median(), hc50.Range(2), noop50.Range(2), failures, clientTimeout),
 		})
 	}
 }
