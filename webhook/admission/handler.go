@@ -232,7 +232,17 @@ func addedEphemeral(cs []change, before []corev1.EphemeralContainer) []change {
 }
 
 func changedOnly(cs []change) []change {
-	var out []change
+	n := 0
+	for _, c := range cs {
+		if c.Changed() {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	// Allocated once: a Pod may have tens of thousands of containers.
+	out := make([]change, 0, n)
 	for _, c := range cs {
 		if c.Changed() {
 			out = append(out, c)

@@ -43,7 +43,7 @@ func Register(srv webhook.Server, policy rewrite.Policy, opts ...Option) error {
 func (h *Handler) Webhook() *admission.Webhook {
 	base := logr.FromSlogHandler(h.log.Handler())
 	return &admission.Webhook{
-		Handler: h,
+		Handler: encodedPatch{h},
 		LogConstructor: func(_ logr.Logger, req *admission.Request) logr.Logger {
 			return admission.DefaultLogConstructor(base, req)
 		},

@@ -113,14 +113,25 @@ func Plan(annotations map[string]string, spec *corev1.PodSpec, p Policy) []Decis
 	}
 	skip := annotations[AnnotationSkip] == "true"
 	secrets := hasPullSecrets(spec)
+	// One decision per container, allocated once (a Pod may have tens of thousands).
 	var ds []Decision
+	if n := len(spec.Containers) + len(spec.InitContainers) + len(spec.EphemeralContainers); n > 0 {
+		ds = make([]Decision, 0, n)
+	}
+	// Pods repeat images (sidecars, many copies of one worker): each distinct reference is
+	// parsed once per plan, since parsing is most of the plan's cost.
+	decided := map[string]Decision{}
 	add := func(name, image string, t ContainerType) {
 		var d Decision
 		if skip {
 			d = Decision{Original: image, Reason: ReasonPodSkipped,
 				Detail: fmt.Sprintf("pod annotation %s is \"true\"", AnnotationSkip)}
 		} else {
-			d = Image(image, p)
+			var ok bool
+			if d, ok = decided[image]; !ok {
+				d = Image(image, p)
+				decided[image] = d
+			}
 			if secrets && d.Reason == ReasonRewritten {
 				d.Reason = ReasonVisibilityUnchecked
 				d.Detail = "the pod has imagePullSecrets; a private image would fail to pull from the cache " +

@@ -80,11 +80,16 @@ func PlanWith(annotations map[string]string, spec *corev1.PodSpec, p Policy, v V
 	if !v.Checked {
 		return ds
 	}
+	repos := map[string]string{} // original reference → repository, each parsed once
 	for i, d := range ds {
 		if d.Reason != ReasonVisibilityUnchecked {
 			continue
 		}
-		repo := repository(d.Original)
+		repo, ok := repos[d.Original]
+		if !ok {
+			repo = repository(d.Original)
+			repos[d.Original] = repo
+		}
 		answer, ok := v.Answers[repo]
 		switch {
 		case ok && answer.Served:
