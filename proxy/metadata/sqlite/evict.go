@@ -24,11 +24,8 @@ const protectedCTE = `WITH RECURSIVE protected(digest) AS (
 // Touch moves the last access of d forward to at.
 func (s *Store) Touch(ctx context.Context, d v1.Hash, at time.Time) error {
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		for _, q := range []string{
-			`UPDATE manifests SET last_access = max(last_access, ?1) WHERE digest = ?2`,
-			`UPDATE blobs SET last_access = max(last_access, ?1) WHERE digest = ?2`,
-		} {
-			if _, err := tx.ExecContext(ctx, q, at.UnixMicro(), d.String()); err != nil {
+		for _, st := range []*sql.Stmt{s.st.touchManifest, s.st.touchBlob} {
+			if _, err := tx.StmtContext(ctx, st).ExecContext(ctx, at.UnixMicro(), d.String()); err != nil {
 				return err
 			}
 		}

@@ -37,6 +37,42 @@ type Store struct {
 	logger       *slog.Logger
 	busyTimeout  time.Duration
 	maxOpenConns int
+	st           statements
+}
+
+// statements are the pull path's queries, prepared once. The driver keeps no statement cache:
+// unprepared, every query was parsed and planned again, which took as long as running it
+// (docs/bench.md, rows 05 and 14). database/sql prepares each on a connection the first time
+// it runs there and keeps it.
+type statements struct {
+	getTag, putTag, getManifest, getBlob, getVisibility *sql.Stmt
+	touchManifest, touchBlob                            *sql.Stmt
+}
+
+// prepare prepares the statements; the tables exist (migrate ran).
+func (s *Store) prepare(ctx context.Context) error {
+	for _, p := range []struct {
+		into **sql.Stmt
+		sql  string
+	}{
+		{&s.st.getTag, `SELECT digest, checked_at FROM tags WHERE repository = ? AND tag = ?`},
+		{&s.st.putTag, `INSERT INTO tags (repository, tag, digest, checked_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`},
+		{&s.st.getManifest, `SELECT m.media_type, m.size FROM manifest_links l
+			JOIN manifests m ON m.digest = l.digest WHERE l.repository = ? AND l.digest = ?`},
+		{&s.st.getBlob, `SELECT b.size FROM blob_links l
+			JOIN blobs b ON b.digest = l.digest WHERE l.repository = ? AND l.digest = ?`},
+		{&s.st.getVisibility, `SELECT visibility, checked_at FROM repository_visibility WHERE repository = ?`},
+		{&s.st.touchManifest, `UPDATE manifests SET last_access = max(last_access, ?1) WHERE digest = ?2`},
+		{&s.st.touchBlob, `UPDATE blobs SET last_access = max(last_access, ?1) WHERE digest = ?2`},
+	} {
+		st, err := s.db.PrepareContext(ctx, p.sql)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		*p.into = st
+	}
+	return nil
 }
 
 var _ metadata.Store = (*Store)(nil)
@@ -79,6 +115,10 @@ func New(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	s.db = db
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
+		return nil, fmt.Errorf("sqlite metadata %s: %w", path, err)
+	}
+	if err := s.prepare(ctx); err != nil {
+		_ = s.Close()
 		return nil, fmt.Errorf("sqlite metadata %s: %w", path, err)
 	}
 	return s, nil
@@ -147,8 +187,7 @@ func parseDigest(s string) (v1.Hash, error) {
 func (s *Store) GetTag(ctx context.Context, repo, tag string) (metadata.Tag, error) {
 	var digest string
 	var checked int64
-	err := s.db.QueryRowContext(ctx, `SELECT digest, checked_at FROM tags WHERE repository = ? AND tag = ?`,
-		repo, tag).Scan(&digest, &checked)
+	err := s.st.getTag.QueryRowContext(ctx, repo, tag).Scan(&digest, &checked)
 	if err != nil {
 		return metadata.Tag{}, notFound(fmt.Sprintf("get tag %s:%s", repo, tag), err)
 	}
@@ -164,9 +203,7 @@ func (s *Store) PutTag(ctx context.Context, repo, tag string, t metadata.Tag) er
 	if err := metadata.CheckTag(repo, tag, t); err != nil {
 		return fmt.Errorf("put tag %s:%s: %w", repo, tag, err)
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO tags (repository, tag, digest, checked_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest, checked_at = excluded.checked_at`,
-		repo, tag, t.Digest.String(), t.CheckedAt.UnixMicro())
+	_, err := s.st.putTag.ExecContext(ctx, repo, tag, t.Digest.String(), t.CheckedAt.UnixMicro())
 	if err != nil {
 		return fmt.Errorf("put tag %s:%s: %w", repo, tag, err)
 	}
@@ -176,9 +213,7 @@ func (s *Store) PutTag(ctx context.Context, repo, tag string, t metadata.Tag) er
 // GetManifest returns the manifest if it is linked to repo.
 func (s *Store) GetManifest(ctx context.Context, repo string, d v1.Hash) (metadata.Manifest, error) {
 	m := metadata.Manifest{Digest: d}
-	err := s.db.QueryRowContext(ctx, `SELECT m.media_type, m.size FROM manifest_links l
-		JOIN manifests m ON m.digest = l.digest WHERE l.repository = ? AND l.digest = ?`,
-		repo, d.String()).Scan(&m.MediaType, &m.Size)
+	err := s.st.getManifest.QueryRowContext(ctx, repo, d.String()).Scan(&m.MediaType, &m.Size)
 	if err != nil {
 		return metadata.Manifest{}, notFound(fmt.Sprintf("get manifest %s@%s", repo, d), err)
 	}
@@ -210,9 +245,7 @@ func (s *Store) PutManifest(ctx context.Context, repo string, m metadata.Manifes
 // GetBlob returns the blob if it is linked to repo.
 func (s *Store) GetBlob(ctx context.Context, repo string, d v1.Hash) (metadata.Blob, error) {
 	b := metadata.Blob{Digest: d}
-	err := s.db.QueryRowContext(ctx, `SELECT b.size FROM blob_links l
-		JOIN blobs b ON b.digest = l.digest WHERE l.repository = ? AND l.digest = ?`,
-		repo, d.String()).Scan(&b.Size)
+	err := s.st.getBlob.QueryRowContext(ctx, repo, d.String()).Scan(&b.Size)
 	if err != nil {
 		return metadata.Blob{}, notFound(fmt.Sprintf("get blob %s@%s", repo, d), err)
 	}
@@ -274,8 +307,16 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the statements and the database.
+func (s *Store) Close() error {
+	for _, st := range []*sql.Stmt{s.st.getTag, s.st.putTag, s.st.getManifest, s.st.getBlob,
+		s.st.getVisibility, s.st.touchManifest, s.st.touchBlob} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
+	return s.db.Close()
+}
 
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -296,8 +337,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 func (s *Store) GetVisibility(ctx context.Context, repo string) (metadata.RepositoryVisibility, error) {
 	var vis string
 	var checked int64
-	err := s.db.QueryRowContext(ctx, `SELECT visibility, checked_at FROM repository_visibility WHERE repository = ?`,
-		repo).Scan(&vis, &checked)
+	err := s.st.getVisibility.QueryRowContext(ctx, repo).Scan(&vis, &checked)
 	if err != nil {
 		return metadata.RepositoryVisibility{}, notFound("get visibility of "+repo, err)
 	}

@@ -139,8 +139,8 @@ func benchManifests(b *testing.B, id, store string, storeArgs func(name string) 
 
 func repoName(i int) string { return fmt.Sprintf("library/m%02d", i) }
 
-// load runs clients goroutines GETting urls round robin for d (d = 0: each URL once, by one
-// client) and returns the completed requests per second. Every answer must be 200.
+// load runs clients goroutines GETting urls round robin for d (d = 0: each URL once) and
+// returns the completed requests per second. Every answer must be 200.
 func load(ctx context.Context, hc *http.Client, urls []string, clients int, d time.Duration) (float64, error) {
 	var done atomic.Int64
 	var firstErr error
@@ -148,9 +148,13 @@ func load(ctx context.Context, hc *http.Client, urls []string, clients int, d ti
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
 	start := time.Now()
+	step := 1
+	if d == 0 {
+		step = clients // each URL once, shared out between the clients
+	}
 	for c := range clients {
 		wg.Go(func() {
-			for i := c; ; i++ {
+			for i := c; ; i += step {
 				if d > 0 && time.Now().After(stop) || d == 0 && i >= len(urls) {
 					return
 				}
