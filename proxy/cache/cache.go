@@ -64,6 +64,7 @@ type options struct {
 	registries      []string
 	touchInterval   time.Duration
 	negativeTTL     time.Duration
+	lookupTTL       time.Duration
 	maxFills        int
 	maxUnknownSize  int64
 }
@@ -106,6 +107,10 @@ func WithTouchInterval(d time.Duration) Option { return func(o *options) { o.tou
 // DefaultNegativeTTL; zero: not remembered).
 func WithNegativeTTL(d time.Duration) Option { return func(o *options) { o.negativeTTL = d } }
 
+// WithLookupTTL sets how long the warm manifest path trusts a metadata row it read or wrote
+// (default DefaultLookupTTL; zero: every request reads the store).
+func WithLookupTTL(d time.Duration) Option { return func(o *options) { o.lookupTTL = d } }
+
 // WithMaxFills caps the blob fills from upstream running at once (default DefaultMaxFills;
 // zero: no cap). A miss over the cap is answered 503 with Retry-After.
 func WithMaxFills(n int) Option { return func(o *options) { o.maxFills = n } }
@@ -132,6 +137,8 @@ type Cache struct {
 
 	// bodies shares one copy of each cached manifest among the requests serving it.
 	bodies *bodies
+	// lookups remembers the warm manifest path's metadata rows for a moment.
+	lookups *lookups
 
 	// manifests coalesces concurrent upstream manifest work per repository and reference.
 	manifests singleflight.Group
@@ -159,6 +166,7 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		registerer:      prometheus.NewRegistry(),
 		touchInterval:   DefaultTouchInterval,
 		negativeTTL:     DefaultNegativeTTL,
+		lookupTTL:       DefaultLookupTTL,
 		maxFills:        DefaultMaxFills,
 		maxUnknownSize:  DefaultMaxUnknownBlobSize,
 	}
@@ -169,13 +177,14 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		return nil, fmt.Errorf("cache spool directory: %w", err)
 	}
 	c := &Cache{
-		blobs:  blobs,
-		meta:   meta,
-		up:     up,
-		opts:   o,
-		log:    o.logger,
-		fills:  map[v1.Hash]*fill{},
-		bodies: newBodies(),
+		blobs:   blobs,
+		meta:    meta,
+		up:      up,
+		opts:    o,
+		log:     o.logger,
+		fills:   map[v1.Hash]*fill{},
+		bodies:  newBodies(),
+		lookups: newLookups(o.lookupTTL),
 
 		touches: &toucher{every: o.touchInterval, last: map[v1.Hash]time.Time{}},
 	}

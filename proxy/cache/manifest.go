@@ -108,7 +108,7 @@ func (c *Cache) manifestByDigest(ctx context.Context, repo Repo, d v1.Hash) (Man
 // with a HEAD (free against Docker Hub's limit) and fetches only when the digest changed.
 // Any upstream failure with a cached tag serves the cached manifest (stale-if-error).
 func (c *Cache) manifestByTag(ctx context.Context, repo Repo, tag string) (Manifest, error) {
-	if m, fresh, err := c.cachedTag(ctx, repo, tag); err == nil && fresh {
+	if m, fresh, err := c.cachedTag(ctx, repo, tag, true); err == nil && fresh {
 		c.m.hit(kindManifest)
 		c.touch(ctx, m.Digest)
 		return m, nil
@@ -144,7 +144,7 @@ type tagAnswer struct {
 
 // resolveTag runs once per tag at a time. It returns the manifest and how it was answered.
 func (c *Cache) resolveTag(ctx context.Context, repo Repo, tag string) (Manifest, string, error) {
-	cached, fresh, err := c.cachedTag(ctx, repo, tag)
+	cached, fresh, err := c.cachedTag(ctx, repo, tag, false)
 	switch {
 	case err == nil && fresh:
 		return cached, "hit", nil
@@ -154,7 +154,7 @@ func (c *Cache) resolveTag(ctx context.Context, repo Repo, tag string) (Manifest
 		return Manifest{}, "", err
 	}
 	m, err := c.leased(ctx, "manifest:"+repo.String()+":"+tag, func(ctx context.Context) (Manifest, error) {
-		m, _, err := c.cachedTag(ctx, repo, tag)
+		m, _, err := c.cachedTag(ctx, repo, tag, false)
 		return m, err
 	}, func(ctx context.Context) (Manifest, error) {
 		return c.fetchTag(ctx, repo, tag)
@@ -165,7 +165,7 @@ func (c *Cache) resolveTag(ctx context.Context, repo Repo, tag string) (Manifest
 // fetchTag fetches a tag that is not cached (unless another replica cached it meanwhile) and
 // records it.
 func (c *Cache) fetchTag(ctx context.Context, repo Repo, tag string) (Manifest, error) {
-	if m, _, err := c.cachedTag(ctx, repo, tag); err == nil || !errors.Is(err, errMiss) {
+	if m, _, err := c.cachedTag(ctx, repo, tag, false); err == nil || !errors.Is(err, errMiss) {
 		return m, err
 	}
 	body, desc, err := c.up.GetManifest(ctx, repo.Registry, repo.Path, tag)
@@ -185,10 +185,20 @@ func (c *Cache) fetchTag(ctx context.Context, repo Repo, tag string) (Manifest, 
 		c.log.Warn("storing a manifest failed; serving it uncached", "repo", repo.String(), "tag", tag, "error", err.Error())
 		return m, nil
 	}
-	if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: m.Digest, CheckedAt: c.opts.now()}); err != nil {
+	if err := c.putTag(ctx, repo, tag, m.Digest); err != nil {
 		c.log.Warn("recording tag failed", "repo", repo.String(), "tag", tag, "error", err.Error())
 	}
 	return m, nil
+}
+
+// putTag records that upstream resolved tag to d now.
+func (c *Cache) putTag(ctx context.Context, repo Repo, tag string, d v1.Hash) error {
+	t := metadata.Tag{Digest: d, CheckedAt: c.opts.now()}
+	if err := c.meta.PutTag(ctx, repo.String(), tag, t); err != nil {
+		return err
+	}
+	c.lookups.putTag(repo, tag, t)
+	return nil
 }
 
 // revalidate asks upstream whether the tag still points at cached's digest.
@@ -202,7 +212,7 @@ func (c *Cache) revalidate(ctx context.Context, repo Repo, tag string, cached Ma
 	}
 	if desc.Digest == cached.Digest {
 		c.m.revalidated("unchanged")
-		if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: cached.Digest, CheckedAt: c.opts.now()}); err != nil {
+		if err := c.putTag(ctx, repo, tag, cached.Digest); err != nil {
 			c.log.Warn("recording tag check failed", "repo", repo.String(), "tag", tag, "error", err.Error())
 		}
 		return cached, "hit", nil
@@ -219,21 +229,31 @@ func (c *Cache) revalidate(ctx context.Context, repo Repo, tag string, cached Ma
 		return cached, "stale", nil
 	}
 	c.m.revalidated("changed")
-	if err := c.meta.PutTag(ctx, repo.String(), tag, metadata.Tag{Digest: m.Digest, CheckedAt: c.opts.now()}); err != nil {
+	if err := c.putTag(ctx, repo, tag, m.Digest); err != nil {
 		c.log.Warn("recording tag failed", "repo", repo.String(), "tag", tag, "error", err.Error())
 	}
 	return m, "miss", nil
 }
 
 // cachedTag returns the tag's cached manifest and whether it is within the TTL; errMiss
-// when the tag (or its manifest object) is not cached.
-func (c *Cache) cachedTag(ctx context.Context, repo Repo, tag string) (Manifest, bool, error) {
-	t, err := c.meta.GetTag(ctx, repo.String(), tag)
-	if errors.Is(err, metadata.ErrNotFound) {
-		return Manifest{}, false, errMiss
+// when the tag (or its manifest object) is not cached. remembered lets a row read or written
+// here less than the lookup TTL ago answer (the warm path); without it the store is read (the
+// path that decides whether to ask upstream, and waits for other replicas).
+func (c *Cache) cachedTag(ctx context.Context, repo Repo, tag string, remembered bool) (Manifest, bool, error) {
+	t, ok := metadata.Tag{}, false
+	if remembered {
+		t, ok = c.lookups.tag(repo, tag)
 	}
-	if err != nil {
-		return Manifest{}, false, fmt.Errorf("reading tag %s:%s: %w", repo, tag, metaErr(err))
+	if !ok {
+		var err error
+		t, err = c.meta.GetTag(ctx, repo.String(), tag)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return Manifest{}, false, errMiss
+		}
+		if err != nil {
+			return Manifest{}, false, fmt.Errorf("reading tag %s:%s: %w", repo, tag, metaErr(err))
+		}
+		c.lookups.putTag(repo, tag, t)
 	}
 	m, err := c.loadManifest(ctx, repo, t.Digest)
 	if err != nil {
@@ -347,14 +367,21 @@ func (c *Cache) putObject(ctx context.Context, d v1.Hash, body []byte) error {
 // whose object is missing or damaged is forgotten and reported as errMiss: the self-healing
 // path.
 func (c *Cache) loadManifest(ctx context.Context, repo Repo, d v1.Hash) (Manifest, error) {
-	row, err := c.meta.GetManifest(ctx, repo.String(), d)
-	if errors.Is(err, metadata.ErrNotFound) {
-		return Manifest{}, errMiss
-	}
-	if err != nil {
-		return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, metaErr(err))
+	row, remembered := c.lookups.manifest(repo, d)
+	if !remembered {
+		var err error
+		row, err = c.meta.GetManifest(ctx, repo.String(), d)
+		if errors.Is(err, metadata.ErrNotFound) {
+			return Manifest{}, errMiss
+		}
+		if err != nil {
+			return Manifest{}, fmt.Errorf("reading manifest %s: %w", d, metaErr(err))
+		}
 	}
 	if body, ok := c.bodies.get(d, row.Size); ok {
+		if !remembered {
+			c.lookups.putManifest(repo, row)
+		}
 		return Manifest{Digest: d, MediaType: row.MediaType, Body: body}, nil
 	}
 	// Clients that ask for the same manifest at once share one read: a hundred requests
@@ -364,6 +391,9 @@ func (c *Cache) loadManifest(ctx context.Context, repo Repo, d v1.Hash) (Manifes
 		return c.readVerified(ctx, d, row.Size)
 	})
 	if err == nil {
+		if !remembered {
+			c.lookups.putManifest(repo, row)
+		}
 		return Manifest{Digest: d, MediaType: row.MediaType, Body: body}, nil
 	}
 	if !errors.Is(err, errDamaged) && !errors.Is(err, blobstore.ErrNotFound) {
@@ -408,6 +438,7 @@ func (c *Cache) readObject(ctx context.Context, d v1.Hash) ([]byte, error) {
 
 // heal forgets a digest whose object is missing or damaged, so that it is fetched again.
 func (c *Cache) heal(ctx context.Context, d v1.Hash, what string) {
+	c.lookups.forget(d)
 	c.m.healed(what)
 	c.log.Warn("cached object missing or damaged; forgetting it so it is fetched again",
 		"digest", d.String(), "kind", what)

@@ -35,7 +35,7 @@ func (c *Cache) recordManifest(ctx context.Context, repo Repo, m Manifest) error
 }
 
 func (c *Cache) checkRecorded(ctx context.Context, d v1.Hash) error {
-	err := metadata.CheckRecorded(ctx, c.blobs, forgetter{c.meta}, d)
+	err := metadata.CheckRecorded(ctx, c.blobs, forgetter{c.meta, c.lookups}, d)
 	if errors.Is(err, metadata.ErrEvictedDuringFill) {
 		// The bytes in hand are verified and still served; the next pull refetches.
 		c.log.Info("object evicted while it was recorded; forgotten", "digest", d.String())
@@ -51,10 +51,15 @@ func (c *Cache) checkRecorded(ctx context.Context, d v1.Hash) error {
 	return nil
 }
 
-// forgetter marks the metadata store's failures to forget as metadata failures.
-type forgetter struct{ meta metadata.Forgetter }
+// forgetter marks the metadata store's failures to forget as metadata failures, and forgets
+// what the manifest path remembers of d.
+type forgetter struct {
+	meta    metadata.Forgetter
+	lookups *lookups
+}
 
 func (f forgetter) Forget(ctx context.Context, d v1.Hash) error {
+	f.lookups.forget(d)
 	if err := f.meta.Forget(ctx, d); err != nil {
 		return metaErr(err)
 	}
