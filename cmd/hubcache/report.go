@@ -25,8 +25,9 @@ type savingsReport struct {
 	// ManifestRequests counts client manifest GETs answered 200: what Docker Hub would have
 	// counted as pulls without the cache.
 	ManifestRequests int64 `json:"manifest_requests"`
-	// UpstreamManifestGets counts manifest GETs the proxies sent upstream: the pulls Docker
-	// Hub did count.
+	// UpstreamManifestGets counts the manifest GETs upstream answered with a manifest for the
+	// proxies: the pulls Docker Hub did count. GETs that failed (unreachable, 404, 429, 401)
+	// and answers from the negative cache served no pull and are left out.
 	UpstreamManifestGets int64 `json:"upstream_manifest_gets"`
 	// PullsAvoided is ManifestRequests − UpstreamManifestGets.
 	PullsAvoided int64 `json:"pulls_avoided"`
@@ -96,6 +97,11 @@ would understate what the cache saved.`,
 	return cmd
 }
 
+// upstreamServed are the results of hubcache_upstream_requests_total for which upstream
+// answered 200 with the manifest: Docker Hub counted a pull, even when the cache then refused
+// the body as damaged or too large.
+var upstreamServed = []string{"ok", "digest_mismatch", "too_large"}
+
 // buildReport scrapes every URL and sums what they say.
 func buildReport(ctx context.Context, client *http.Client, urls []string, top int) (savingsReport, error) {
 	r := savingsReport{Sources: urls, TopImages: []imageRow{}}
@@ -107,7 +113,10 @@ func buildReport(ctx context.Context, client *http.Client, urls []string, top in
 			return savingsReport{}, err
 		}
 		r.ManifestRequests += int64(sumMetric(fams, "hubcache_manifest_requests_total", map[string]string{"result": "ok"}))
-		r.UpstreamManifestGets += int64(sumMetric(fams, "hubcache_upstream_requests_total", map[string]string{"method": "GET", "kind": "manifest"}))
+		for _, result := range upstreamServed {
+			r.UpstreamManifestGets += int64(sumMetric(fams, "hubcache_upstream_requests_total",
+				map[string]string{"method": "GET", "kind": "manifest", "result": result}))
+		}
 		r.StaleServes += int64(sumMetric(fams, "hubcache_cache_stale_serves_total", nil))
 		hits += sumMetric(fams, "hubcache_cache_hits_total", nil)
 		misses += sumMetric(fams, "hubcache_cache_misses_total", nil)

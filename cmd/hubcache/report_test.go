@@ -68,6 +68,7 @@ func TestReportCountsThePullsTheFakeHubNeverSaw(t *testing.T) {
 	hub.Push(t, "library/app", "v1", fakehub.RandomImage(t, 2, 10_000, true))
 	hub.Push(t, "library/app", "v2", fakehub.RandomImage(t, 1, 10_000, true))
 	hub.Push(t, "acme/tool", "1.0", fakehub.RandomImage(t, 1, 10_000, true))
+	hub.Push(t, "acme/tool", "2.0", fakehub.RandomImage(t, 1, 10_000, true))
 	a, aOps := startProxy(t, hub)
 	b, bOps := startProxy(t, hub)
 
@@ -92,6 +93,20 @@ func TestReportCountsThePullsTheFakeHubNeverSaw(t *testing.T) {
 	pull(a, "library/app:v2")
 	pull(a, "library/app:v2")
 	pull(b, "acme/tool:1.0")
+	// containerd's way, on a cold replica: the tag is resolved with a HEAD (the replica GETs
+	// the manifest upstream to answer it), then the manifest is GET by digest (a hit). Docker
+	// Hub counted that pull, so it is not one avoided.
+	ref, err := name.ParseReference(a+"/docker.io/acme/tool:2.0", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Head(ref, remote.WithTransport(client))
+	if err != nil {
+		t.Fatalf("HEAD %s: %v", ref, err)
+	}
+	if _, err := remote.Get(ref.Context().Digest(desc.Digest.String()), remote.WithTransport(client)); err != nil {
+		t.Fatalf("GET %s by digest: %v", ref, err)
+	}
 
 	var out bytes.Buffer
 	root := newRootCmd()
@@ -150,6 +165,8 @@ hubcache_manifest_requests_total{result="error"} 3
 # TYPE hubcache_upstream_requests_total counter
 hubcache_upstream_requests_total{method="GET",kind="manifest",result="ok"} 4
 hubcache_upstream_requests_total{method="HEAD",kind="manifest",result="ok"} 7
+hubcache_upstream_requests_total{method="GET",kind="manifest",result="unavailable"} 5
+hubcache_upstream_requests_total{method="GET",kind="manifest",result="not_found"} 2
 # TYPE hubcache_image_pulls_total counter
 hubcache_image_pulls_total{repository="docker.io/library/nginx"} 10
 `

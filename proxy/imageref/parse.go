@@ -24,6 +24,14 @@ var ErrImageID = errors.New("an image ID, not an image name")
 // digest) may be.
 const MaxNameLength = 255
 
+// MaxReferenceLength is the longest reference Parse reads: a name of MaxNameLength, a tag of
+// 128 characters (the grammar's limit) and a sha512 digest (the longest algorithm it
+// accepts), with their separators. Nothing longer can be valid. The grammar is a regular
+// expression whose cost grows with the input, some 5-20 µs per character (more on a busy
+// machine), and a Pod can carry megabytes of image strings, so a longer input is refused
+// before the grammar runs.
+const MaxReferenceLength = MaxNameLength + len(":") + 128 + len("@sha512:") + 128
+
 // The grammar is distribution's (github.com/distribution/reference, the parser containerd
 // uses), anchored. pathPattern is its repository path, which the package does not export
 // on its own.
@@ -76,8 +84,11 @@ func (r Ref) Normalized() Ref {
 // go-containerregistry reference, which the rest of hubcache uses for transports and
 // scopes. An explicit tag is kept distinguishable from none (Parts reports Tag ""), so
 // ":latest" is added only where the user wrote neither tag nor digest. An image ID is
-// refused (ErrImageID).
+// refused (ErrImageID), and so is anything longer than MaxReferenceLength.
 func Parse(s string) (name.Reference, error) {
+	if len(s) > MaxReferenceLength {
+		return nil, fmt.Errorf("%w: %q… is %d characters, more than %d", ErrInvalid, s[:32], len(s), MaxReferenceLength)
+	}
 	if imageIDPattern.MatchString(s) {
 		return nil, fmt.Errorf("%w: %w: %q is left to the runtime, which resolves IDs locally", ErrInvalid, ErrImageID, s)
 	}

@@ -2,6 +2,7 @@ package imageref
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -90,6 +91,30 @@ func TestIsHostComponent(t *testing.T) {
 	} {
 		if got := IsHostComponent(s); got != want {
 			t.Errorf("IsHostComponent(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestParseReadsTheLongestValidReferenceAndNothingLonger(t *testing.T) {
+	// A name of 255 characters (host and path), a 128-character tag and a sha512 digest.
+	name := "registry.example.com/" + strings.Repeat("a", MaxNameLength-len("registry.example.com/"))
+	longest := name + ":" + strings.Repeat("t", 128) + "@sha512:" + strings.Repeat("0", 128)
+	if len(longest) != MaxReferenceLength {
+		t.Fatalf("the longest valid reference is %d characters, MaxReferenceLength says %d", len(longest), MaxReferenceLength)
+	}
+	if _, err := Parse(longest); err != nil {
+		t.Fatalf("Parse(the longest valid reference): %v", err)
+	}
+	// One more tag character is invalid anyway; megabytes of a valid-looking name (among the
+	// grammar's slowest inputs: seconds per call) are refused before the grammar runs, with a
+	// message that does not repeat them.
+	for _, s := range []string{
+		name + ":" + strings.Repeat("t", 129) + "@sha512:" + strings.Repeat("0", 128),
+		strings.Repeat("a.", 1<<20),
+	} {
+		_, err := Parse(s)
+		if !errors.Is(err, ErrInvalid) || len(err.Error()) > 200 {
+			t.Errorf("Parse(%d characters) error = %.200v, want a short ErrInvalid", len(s), err)
 		}
 	}
 }

@@ -2,9 +2,9 @@ package server
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,8 +21,17 @@ const DefaultTopImages = 50
 // otherImages is the repository label of every repository past the first DefaultTopImages.
 const otherImages = "other"
 
-// pullMetrics counts what Docker Hub would have counted as pulls: manifest GETs. A client
-// manifest GET answered without an upstream manifest GET made on its behalf is a pull avoided.
+// pullMetrics counts what Docker Hub would have counted as pulls (client manifest GETs) and
+// the pulls it did count (manifest GETs it answered for this replica), and from both the
+// pulls the cache avoided.
+//
+// A pull avoided is not a property of one client request: containerd resolves a tag with a
+// HEAD and then GETs the manifest by digest, so on a cold cache the upstream GET is made
+// while answering the HEAD and the client's GET that follows is a hit; Docker Hub counted
+// that pull all the same. What the cache saved is the difference, client GETs − upstream
+// GETs. A counter cannot go down, so hubcache_pulls_avoided_total follows the highest value
+// the difference has reached on this replica: an upstream GET that no client GET matched yet
+// is subtracted from the next hits before they count.
 type pullMetrics struct {
 	requests *prometheus.CounterVec // label result: ok, error
 	avoided  prometheus.Counter
@@ -31,6 +40,9 @@ type pullMetrics struct {
 	maxImages int
 	mu        sync.Mutex
 	named     map[string]bool // repositories with their own series
+	// clientGets and upstreamGets are the two sides of the difference; counted is what
+	// avoided has been raised to so far.
+	clientGets, upstreamGets, counted int64
 }
 
 func newPullMetrics(reg prometheus.Registerer, maxImages int) (*pullMetrics, error) {
@@ -74,13 +86,27 @@ func (p *pullMetrics) repositoryLabel(repo string) string {
 	return repo
 }
 
-// upstreamGets is the tally a client request carries in its context: how many upstream
-// manifest GETs were made while answering it.
-type upstreamGets struct{ n atomic.Int64 }
+// clientGot counts a client manifest GET answered 200 and raises avoided to the difference
+// when it is a new high.
+func (p *pullMetrics) clientGot() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.clientGets++
+	if d := p.clientGets - p.upstreamGets; d > p.counted {
+		p.avoided.Add(float64(d - p.counted))
+		p.counted = d
+	}
+}
 
-type upstreamGetsKey struct{}
+// upstreamGot counts a manifest GET that upstream answered with a manifest: a pull Docker Hub
+// counted, whichever client request it was made for.
+func (p *pullMetrics) upstreamGot() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.upstreamGets++
+}
 
-// wrap counts client manifest GETs of next and whether each needed an upstream GET.
+// wrap counts client manifest GETs of next.
 func (p *pullMetrics) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
@@ -92,18 +118,15 @@ func (p *pullMetrics) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		tally := &upstreamGets{}
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), upstreamGetsKey{}, tally)))
+		next.ServeHTTP(rec, r)
 		if rec.status != http.StatusOK {
 			p.requests.WithLabelValues("error").Inc()
 			return
 		}
 		p.requests.WithLabelValues("ok").Inc()
 		p.images.WithLabelValues(p.repositoryLabel(path.Repo.String())).Inc()
-		if tally.n.Load() == 0 {
-			p.avoided.Inc()
-		}
+		p.clientGot()
 	})
 }
 
@@ -126,16 +149,18 @@ func (s *statusRecorder) Flush() {
 	}
 }
 
-// countingUpstream marks the requesting client's tally on every upstream manifest GET. Work
-// shared between clients runs with the first client's context values, so only that client
-// is charged with the GET.
+// countingUpstream counts the manifest GETs upstream answered with a manifest (200: the
+// body came, even if the cache then refused it as damaged or too large). It sits below the
+// negative cache and inside fill coordination, where every real upstream GET passes.
 type countingUpstream struct {
 	cache.Upstream
+	pulls *pullMetrics
 }
 
 func (u countingUpstream) GetManifest(ctx context.Context, registry, repo, ref string) ([]byte, upstream.Descriptor, error) {
-	if t, ok := ctx.Value(upstreamGetsKey{}).(*upstreamGets); ok {
-		t.n.Add(1)
+	body, desc, err := u.Upstream.GetManifest(ctx, registry, repo, ref)
+	if err == nil || errors.Is(err, upstream.ErrDigestMismatch) || errors.Is(err, upstream.ErrTooLarge) {
+		u.pulls.upstreamGot()
 	}
-	return u.Upstream.GetManifest(ctx, registry, repo, ref)
+	return body, desc, err
 }

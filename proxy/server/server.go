@@ -236,8 +236,13 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		return nil, err
 	}
 
-	// Upstream manifest GETs are charged to the client request they answer (pulls avoided).
-	var cacheUp cache.Upstream = countingUpstream{up}
+	pulls, err := newPullMetrics(o.registry, DefaultTopImages)
+	if err != nil {
+		return nil, fmt.Errorf("pull metrics: %w", err)
+	}
+	// Every manifest GET upstream answers is a pull Docker Hub counted (pulls avoided); the
+	// counting sits inside fill coordination, which passes manifest GETs through.
+	var cacheUp cache.Upstream = countingUpstream{Upstream: up, pulls: pulls}
 	fc, err := newFillCoordinator(ctx, &o)
 	if err != nil {
 		return nil, err
@@ -248,7 +253,7 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 		if err != nil {
 			return nil, err // the closers above end fc
 		}
-		cacheUp = fillcoord.NewUpstream(up, fc, o.fills.Secret, s.blobs, peerOpts...)
+		cacheUp = fillcoord.NewUpstream(cacheUp, fc, o.fills.Secret, s.blobs, peerOpts...)
 	}
 	c, err := cache.New(s.blobs, s.meta, cacheUp, append([]cache.Option{
 		cache.WithTagTTL(o.tagTTL),
@@ -270,10 +275,6 @@ func New(ctx context.Context, dataDir string, upstreams map[string]*url.URL, opt
 	api, err := registry.New(visibility.Guard(c, vis), registry.WithLogger(o.logger), registry.WithRegisterer(o.registry))
 	if err != nil {
 		return nil, fmt.Errorf("registry handler: %w", err)
-	}
-	pulls, err := newPullMetrics(o.registry, DefaultTopImages)
-	if err != nil {
-		return nil, fmt.Errorf("pull metrics: %w", err)
 	}
 	s.api = pulls.wrap(api)
 	if o.redirectTTL > 0 {

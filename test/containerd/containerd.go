@@ -58,6 +58,7 @@ type Option func(*config)
 
 type config struct {
 	sandboxImage string
+	env          []string
 }
 
 // ForKubelet makes the daemon able to run pods for a real kubelet, with sandboxImage (already
@@ -69,6 +70,13 @@ type config struct {
 // before the daemon stops, so no container outlives the test.
 func ForKubelet(sandboxImage string) Option {
 	return func(c *config) { c.sandboxImage = sandboxImage }
+}
+
+// WithEnv adds environment variables (KEY=VALUE) to the daemon's, e.g. HTTPS_PROXY and
+// SSL_CERT_FILE to reach a registry under its public name the way a node behind an egress
+// proxy does. It adds no registry setting: the configuration stays as described above.
+func WithEnv(env ...string) Option {
+	return func(c *config) { c.env = append(c.env, env...) }
 }
 
 // Start runs a private containerd as root and stops it (and unmounts what it left mounted)
@@ -133,6 +141,7 @@ func Start(t testing.TB, opts ...Option) *Daemon {
 		t.Fatalf("containerd log: %v", err)
 	}
 	cmd := exec.Command(bin, "--config", d.Config)
+	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	// If the test binary dies without running its cleanups, the daemon dies with it.

@@ -75,7 +75,8 @@ type Kubelet struct {
 // identity), registered as nodeName, and waits until its Node object exists. The kubelet,
 // its containerd and every pod they run are stopped when the test ends. It fails in CI when
 // root, containerd or the kubelet binary (HUBCACHE_KUBELET, hack/tools.sh kubelet) is missing.
-func Start(t testing.TB, kubeconfig, nodeName string) *Kubelet {
+// opts are added to the options of the kubelet's containerd (ForKubelet is always given).
+func Start(t testing.TB, kubeconfig, nodeName string, opts ...containerd.Option) *Kubelet {
 	t.Helper()
 	testenv.Root(t)
 	bin := testenv.Env(t, "HUBCACHE_KUBELET", `hack/tools.sh kubelet && eval "$(hack/tools.sh env)"`)
@@ -90,7 +91,7 @@ func Start(t testing.TB, kubeconfig, nodeName string) *Kubelet {
 	k := &Kubelet{NodeName: nodeName}
 	ref, stopRegistry := servePauseImage(t)
 	k.PauseImage = ref
-	k.Containerd = containerd.Start(t, containerd.ForKubelet(ref))
+	k.Containerd = containerd.Start(t, append([]containerd.Option{containerd.ForKubelet(ref)}, opts...)...)
 	k.Images = k.Containerd.Images(t)
 	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
 	defer cancel()

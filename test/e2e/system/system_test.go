@@ -12,16 +12,22 @@
 // unchanged pull.
 //
 // TestSystem is one story in steps (dry-run, enabled, cached, Docker Hub down, webhook down,
-// proxies down) run one after the other: a machine runs one kubelet at a time. It prints a
-// timeline of what happened and what Docker Hub counted, so a failure reads like a story.
+// proxies down, a private image) run one after the other: a machine runs one kubelet at a
+// time. It prints a timeline of what happened and what Docker Hub counted, so a failure reads
+// like a story.
+//
+// The fake Docker Hub is reachable under Docker Hub's own name too (dockerHubRoute), so what
+// the webhook leaves alone is pulled by the kubelet exactly as without hubcache.
 package system
 
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -33,6 +39,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/hubcache/hubcache/test/containerd"
 	"github.com/hubcache/hubcache/test/fakehub"
 	"github.com/hubcache/hubcache/test/kubelet"
 	"github.com/hubcache/hubcache/test/pgtest"
@@ -47,6 +54,11 @@ const (
 	nsEnabled = "e2e-enabled"
 	nodeName  = "hubcache-e2e-node"
 	fillKey   = "hubcache-e2e-fill-secret"
+
+	// The private repository on the fake Docker Hub and the account that can read it.
+	privateRepo = "acme/e2e-private"
+	hubUser     = "acme"
+	hubPassword = "e2e-s3cret"
 )
 
 // system is every running part of the test.
@@ -61,7 +73,12 @@ type system struct {
 	nodeOps    string
 	webhook    *process
 	kubelet    *kubelet.Kubelet
-	tl         *timeline
+	// route makes the fake hub Docker Hub for the kubelet's containerd.
+	route *dockerHubRoute
+	// kubeletPulls counts the kubelet's pulls through hubcache of the step 2–3 image and
+	// upstreamGets the manifest GETs Docker Hub served for them: the report's inputs.
+	kubeletPulls, upstreamGets int
+	tl                         *timeline
 }
 
 type proxyProcess struct {
@@ -72,6 +89,7 @@ type proxyProcess struct {
 // image is one image on the fake Docker Hub.
 type image struct {
 	short     string // what a Pod says, e.g. "e2e-app:1"
+	repo      string // the hub's repository, e.g. "library/e2e-app"
 	key       string // the hub's manifest counter key, e.g. "library/e2e-app:1"
 	blobs     []v1.Hash
 	rewritten string // what the webhook makes of it
@@ -87,13 +105,16 @@ func TestSystem(t *testing.T) {
 	s.cp = startControlPlane(t)
 	s.tl.add("setup", "kube-apiserver and etcd up")
 	bin := buildHubcache(t)
-	s.hub = fakehub.New(t)
+	s.hub = fakehub.New(t, fakehub.WithPrivateRepositories(hubUser, hubPassword, privateRepo))
 	s.tl.hub = s.hub
+	s.route = startDockerHubRoute(t, s.hub.URL())
 	idle := kubelet.IdleBinary(t)
 	s.nodeAddr = freePort(t)
-	app := s.pushImage(t, idle, "e2e-app", "1")
-	uncached := s.pushImage(t, idle, "e2e-uncached", "1")
-	fallback := s.pushImage(t, idle, "e2e-fallback", "1")
+	app := s.pushImage(t, idle, "library/e2e-app", "1")
+	uncached := s.pushImage(t, idle, "library/e2e-uncached", "1")
+	fallback := s.pushImage(t, idle, "library/e2e-fallback", "1")
+	private := s.pushImage(t, idle, privateRepo, "1")
+	sidecar := s.pushImage(t, idle, "library/e2e-sidecar", "1")
 
 	s.startProxies(t, bin)
 	s.startNode(t, bin)
@@ -103,6 +124,8 @@ func TestSystem(t *testing.T) {
 		"--listen="+fmt.Sprintf("%s:%d", serving.LocalServingHost, serving.LocalServingPort),
 		"--cert-dir="+serving.LocalServingCertDir,
 		"--target="+s.nodeAddr,
+		// As in manifests/: the webhook asks the proxies' Service about Pods with pull secrets.
+		"--proxy="+s.serviceURL,
 		"--metrics-listen="+freePort(t),
 		"--health-listen="+health)
 	mwc := s.cp.installWebhookConfiguration(t, serving)
@@ -111,8 +134,9 @@ func TestSystem(t *testing.T) {
 	s.cp.waitForWebhook(t, nsEnabled)
 	s.tl.add("setup", "webhook %s (manifests/%s: failurePolicy %s, timeout %ds), node entry point on %s, 2 proxies on MinIO + Postgres",
 		mwc.Name, overlay, *mwc.Webhooks[0].FailurePolicy, *mwc.Webhooks[0].TimeoutSeconds, s.nodeAddr)
-	s.kubelet = kubelet.Start(t, s.cp.kubeconfig, nodeName)
-	s.tl.add("setup", "kubelet registered node %s (containerd %s, pause image %s)", nodeName, s.kubelet.Containerd.Version, s.kubelet.PauseImage)
+	s.kubelet = kubelet.Start(t, s.cp.kubeconfig, nodeName, containerd.WithEnv(s.route.Env...))
+	s.tl.add("setup", "kubelet registered node %s (containerd %s, pause image %s; Docker Hub's names lead to the fake hub)",
+		nodeName, s.kubelet.Containerd.Version, s.kubelet.PauseImage)
 	s.hub.Reset()
 
 	steps := []struct {
@@ -121,10 +145,11 @@ func TestSystem(t *testing.T) {
 	}{
 		{"1 dry-run namespace: stored unchanged, warned, diff agrees", func(t *testing.T) { s.dryRun(ctx, t, bin, app) }},
 		{"2 enabled namespace: rewritten, pulled through hubcache, Ready", func(t *testing.T) { s.enabled(ctx, t, app) }},
-		{"3 image removed from the node: pulled again with no upstream GET", func(t *testing.T) { s.cached(ctx, t, app) }},
+		{"3 image removed from the node: pulled again with no upstream GET, report agrees", func(t *testing.T) { s.cached(ctx, t, bin, app) }},
 		{"4 Docker Hub down: cached image starts, uncached one fails clearly", func(t *testing.T) { s.hubDown(ctx, t, app, uncached) }},
 		{"5 webhook down: Pods admitted unchanged", func(t *testing.T) { s.webhookDown(ctx, t, app) }},
 		{"6 both proxies down: the node falls back to Docker Hub", func(t *testing.T) { s.proxiesDown(ctx, t, fallback) }},
+		{"7 private image with a pull secret: straight from Docker Hub, public one through hubcache", func(t *testing.T) { s.privateImage(ctx, t, private, sidecar) }},
 	}
 	for _, st := range steps {
 		// Each step builds on the one before: stop at the first failure.
@@ -134,12 +159,12 @@ func TestSystem(t *testing.T) {
 	}
 }
 
-// pushImage puts a runnable image (the idle program) on the fake Docker Hub as
-// library/NAME:TAG and returns how Pods and the hub name it.
-func (s *system) pushImage(t *testing.T, idle, name, tag string) image {
+// pushImage puts a runnable image (the idle program) on the fake Docker Hub as REPO:TAG and
+// returns how Pods and the hub name it.
+func (s *system) pushImage(t *testing.T, idle, repo, tag string) image {
 	t.Helper()
-	img := kubelet.BinaryImage(t, idle, "app", name+":"+tag)
-	s.hub.Push(t, "library/"+name, tag, img)
+	img := kubelet.BinaryImage(t, idle, "app", repo+":"+tag)
+	s.hub.Push(t, repo, tag, img)
 	m, err := img.Manifest()
 	if err != nil {
 		t.Fatal(err)
@@ -149,10 +174,11 @@ func (s *system) pushImage(t *testing.T, idle, name, tag string) image {
 		blobs = append(blobs, l.Digest)
 	}
 	return image{
-		short:     name + ":" + tag,
-		key:       "library/" + name + ":" + tag,
+		short:     strings.TrimPrefix(repo, "library/") + ":" + tag,
+		repo:      repo,
+		key:       repo + ":" + tag,
 		blobs:     blobs,
-		rewritten: s.nodeAddr + "/docker.io/library/" + name + ":" + tag,
+		rewritten: s.nodeAddr + "/docker.io/" + repo + ":" + tag,
 	}
 }
 
@@ -350,13 +376,19 @@ func (s *system) enabled(ctx context.Context, t *testing.T, app image) {
 	if c.TotalBlobGET() != len(app.blobs) {
 		t.Errorf("Docker Hub blob GETs %v, want one per blob of the image (%d)", c.BlobGET, len(app.blobs))
 	}
+	s.kubeletPulls++
+	s.upstreamGets += c.TotalManifestGET()
 	s.tl.add("2", "pod rewritten to %s, pulled through node → proxies → hub", app.rewritten)
 }
 
 // 3. The image is removed from the node (CRI RemoveImage, as image garbage collection would)
 // and a new Pod uses it: the kubelet pulls again, and the cache answers without a single
-// upstream GET (a HEAD to revalidate the tag is free on Docker Hub).
-func (s *system) cached(ctx context.Context, t *testing.T, app image) {
+// upstream GET (a HEAD to revalidate the tag is free on Docker Hub). `hubcache report` then
+// says how many Docker Hub pulls the cache avoided, and the fake hub confirms the figure: a
+// node without hubcache (a fresh containerd pulling docker.io/… by Docker Hub's name) costs
+// it N manifest GETs per pull, so the kubelet's pulls would have cost N each; the cache made
+// Docker Hub serve only the GETs counted in steps 2 and 3.
+func (s *system) cached(ctx context.Context, t *testing.T, bin string, app image) {
 	if err := deleteAndWait(ctx, s.cp.client, nsEnabled, "first"); err != nil {
 		t.Fatal(err)
 	}
@@ -379,8 +411,86 @@ func (s *system) cached(ctx context.Context, t *testing.T, app image) {
 	if hits < 1 {
 		t.Errorf("the proxies answered no manifest from the cache (hits %v): the pull did not go through them", hits)
 	}
-	// TODO(report): check `hubcache report` (pulls avoided) here once the command exists.
+	s.kubeletPulls++
+	s.upstreamGets += c.TotalManifestGET()
 	s.tl.add("3", "pulled again: %v manifest requests answered from the cache, 0 upstream GETs", hits)
+
+	r := s.report(t, bin)
+	perPull := s.directPullGets(ctx, t, app)
+	without := s.kubeletPulls * perPull
+	if r.ManifestRequests != without {
+		t.Errorf("report: %d client manifest GETs; the kubelet's %d pulls would have made Docker Hub serve %d (%d each)",
+			r.ManifestRequests, s.kubeletPulls, without, perPull)
+	}
+	if r.UpstreamManifestGets != s.upstreamGets {
+		t.Errorf("report: %d upstream manifest GETs; the fake hub served %d", r.UpstreamManifestGets, s.upstreamGets)
+	}
+	if want := without - s.upstreamGets; r.PullsAvoided != want || want < 1 {
+		t.Errorf("report: %d Docker Hub pulls avoided; the fake hub says %d (%d without the cache − %d served)",
+			r.PullsAvoided, want, without, s.upstreamGets)
+	}
+	// The counter behind the dashboard follows the same difference per replica: its sum is
+	// the report's figure, or more while an upstream GET made on one replica has not been
+	// matched by a client GET on it (a pull whose HEAD and GET went to different replicas).
+	counter := int(s.proxySum(t, "hubcache_pulls_avoided_total"))
+	if counter < r.PullsAvoided || counter > r.PullsAvoided+s.upstreamGets {
+		t.Errorf("hubcache_pulls_avoided_total sums to %d over the replicas, want %d (up to %d)", counter, r.PullsAvoided, r.PullsAvoided+s.upstreamGets)
+	}
+	s.tl.add("3", "hubcache report: %d Docker Hub pulls avoided (%d client manifest GETs − %d upstream); the hub: a direct pull costs %d manifest GET, %d pulls − %d served = %d; counter sum %d",
+		r.PullsAvoided, r.ManifestRequests, r.UpstreamManifestGets, perPull, s.kubeletPulls, s.upstreamGets, without-s.upstreamGets, counter)
+}
+
+// savings is the part of `hubcache report -o json` the test checks.
+type savings struct {
+	ManifestRequests     int `json:"manifest_requests"`
+	UpstreamManifestGets int `json:"upstream_manifest_gets"`
+	PullsAvoided         int `json:"pulls_avoided"`
+}
+
+// report runs `hubcache report -o json` over both replicas' metrics, as an operator would.
+func (s *system) report(t *testing.T, bin string) savings {
+	t.Helper()
+	args := []string{"report", "-o", "json"}
+	for _, p := range s.proxies {
+		args = append(args, "--from=http://"+p.ops+"/metrics")
+	}
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			t.Fatalf("hubcache report: %v\n%s", err, exit.Stderr)
+		}
+		t.Fatalf("hubcache report: %v", err)
+	}
+	var r savings
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatalf("hubcache report -o json: %v\n%s", err, out)
+	}
+	return r
+}
+
+// directPullGets pulls img by its Docker Hub name with a fresh containerd that knows nothing
+// of hubcache (what the kubelet's runtime does without it) and returns the manifest GETs the
+// fake hub served for that one pull.
+func (s *system) directPullGets(ctx context.Context, t *testing.T, img image) int {
+	t.Helper()
+	d := containerd.Start(t, containerd.WithEnv(s.route.Env...))
+	s.hub.Reset()
+	if _, err := d.Images(t).PullImage(ctx, "docker.io/"+img.key); err != nil {
+		t.Fatalf("pulling docker.io/%s without hubcache: %v\n%s", img.key, err, d.Log())
+	}
+	c := s.hub.Counts()
+	n := 0
+	for k, v := range c.ManifestGET {
+		if strings.HasPrefix(k, img.repo+":") || strings.HasPrefix(k, img.repo+"@") {
+			n += v
+		}
+	}
+	if n != c.TotalManifestGET() || n == 0 {
+		t.Fatalf("a direct pull of %s made the hub serve manifest GETs %v", img.key, c.ManifestGET)
+	}
+	s.tl.add("3", "without hubcache: a fresh containerd pulled docker.io/%s from the hub directly", img.key)
+	return n
 }
 
 // 4. Docker Hub down: a Pod whose image is cached starts (the kubelet pulls, the proxies serve
@@ -470,6 +580,171 @@ func (s *system) proxiesDown(ctx context.Context, t *testing.T, img image) {
 		t.Errorf("node readiness says mode %q, want fallback", mode)
 	}
 	s.tl.add("6", "node in %s mode; pod started from Docker Hub directly", mode)
+
+	// Back for the next step. The node tries the proxies again with a request once its probe
+	// interval has passed (it sends no requests of its own): a free HEAD of a cached tag, as
+	// the kubelet's next pull would, until one of them reaches a proxy.
+	for _, p := range s.proxies {
+		if err := p.start(); err != nil {
+			t.Fatalf("restarting %s: %v\n%s", p.name, err, p.log())
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for mode = nodeMode(t, s.nodeOps); mode != "forwarding"; mode = nodeMode(t, s.nodeOps) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node still in %s mode 30s after the proxies came back\n%s", mode, s.node.log())
+		}
+		anonymousRequest(t, http.MethodHead, "http://"+s.nodeAddr+"/v2/docker.io/"+img.repo+"/manifests/1")
+		time.Sleep(250 * time.Millisecond)
+	}
+	s.tl.add("6", "proxies restarted, node %s again", mode)
+}
+
+// 7. hubcache refuses a private repository to anonymous clients, so the webhook must not
+// rewrite it. A Pod with imagePullSecrets runs a private image and a public one: the webhook
+// asks the proxies' visibility endpoint, the private repository is not served (anonymous
+// Docker Hub refuses it), so that image is left alone with reason private-repository and the
+// kubelet pulls it straight from Docker Hub with the Pod's secret; the public image is
+// rewritten and comes through hubcache. The Pod turns Ready.
+func (s *system) privateImage(ctx context.Context, t *testing.T, priv, pub image) {
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "hub-credentials"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockerConfigJSON(hubUser, hubPassword)},
+	}
+	if _, err := s.cp.client.CoreV1().Secrets(nsEnabled).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("creating the pull secret: %v", err)
+	}
+	// First, what a rewrite would lead to: anonymous clients of hubcache never get the private
+	// repository, not from the node entry point, not from either proxy, not by a CRI pull of
+	// the would-be rewrite. (The first request makes the proxies check the repository with
+	// Docker Hub and remember the answer, so the webhook's question below is answered from
+	// memory, well inside its 500 ms budget even on a busy machine.)
+	before := s.hub.Counts()
+	refusedBefore := s.proxySum(t, "hubcache_visibility_refusals_total", `reason="private-repository"`)
+	hosts := []string{s.nodeAddr}
+	for _, p := range s.proxies {
+		hosts = append(hosts, p.addr)
+	}
+	for _, h := range hosts {
+		for _, method := range []string{http.MethodGet, http.MethodHead} {
+			status, body := anonymousRequest(t, method, "http://"+h+"/v2/docker.io/"+priv.repo+"/manifests/1")
+			if status != http.StatusForbidden || (method == http.MethodGet && !strings.Contains(body, `"DENIED"`)) {
+				t.Errorf("anonymous %s of %s through %s: %d %s; want 403 DENIED", method, priv.key, h, status, body)
+			}
+		}
+	}
+	rewritten := s.nodeAddr + "/docker.io/" + priv.key
+	if _, err := s.kubelet.Images.PullImage(ctx, rewritten); err == nil {
+		t.Errorf("containerd pulled %s through hubcache without credentials", rewritten)
+	}
+	if c := s.hub.Counts(); c.TotalManifestGET() != before.TotalManifestGET() || c.TokenWithCredentials != before.TokenWithCredentials {
+		t.Errorf("refusing the private repository made Docker Hub serve manifests (%v) or use credentials", c.ManifestGET)
+	}
+	// The refusals are hubcache's own: the node passes the proxies' 403 on.
+	if refused := s.proxySum(t, "hubcache_visibility_refusals_total", `reason="private-repository"`) - refusedBefore; refused < float64(2*len(hosts)) {
+		t.Errorf("the proxies counted %v private-repository refusals, want at least %d", refused, 2*len(hosts))
+	}
+	s.tl.add("7", "anonymous GET/HEAD of %s through the node and both proxies: 403 DENIED; CRI pull of %s refused", priv.key, rewritten)
+	p := testPod("private", nodeName, priv.short, "")
+	p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "sidecar", Image: pub.short})
+	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: secret.Name}}
+	s.hub.Reset()
+	tunnels := s.route.tunnels.Load()
+	cl, w := s.cp.clientWithWarnings(t)
+	stored, err := cl.CoreV1().Pods(nsEnabled).Create(ctx, p, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("creating the pod with a private image: %v", err)
+	}
+	if got := stored.Spec.Containers[0].Image; got != priv.short {
+		t.Errorf("private image stored as %q, want it left alone (%q)", got, priv.short)
+	}
+	if got := stored.Spec.Containers[1].Image; got != pub.rewritten {
+		t.Errorf("public image of the same pod stored as %q, want the rewrite %q", got, pub.rewritten)
+	}
+	var kept string
+	for _, m := range w.list {
+		if strings.Contains(m, priv.short) && strings.Contains(m, "left unchanged") {
+			kept = m
+		}
+	}
+	if !strings.Contains(kept, string(rewrite.ReasonPrivate)) {
+		t.Errorf("warnings %q: none says the private image was left alone as %s", w.list, rewrite.ReasonPrivate)
+	}
+	s.tl.add("7", "webhook asked the proxies: %s left alone (%s), %s rewritten", priv.short, rewrite.ReasonPrivate, pub.short)
+
+	start := time.Now()
+	ready, err := waitReady(ctx, s.cp.client, nsEnabled, p.Name)
+	if err != nil {
+		t.Fatalf("%v\nnode log:\n%s", err, s.node.log())
+	}
+	images := map[string]string{}
+	for _, st := range ready.Status.ContainerStatuses {
+		images[st.Name] = st.ImageID
+	}
+	s.tl.add("7", "pod private Ready %s after create, running %s and %s", time.Since(start).Round(100*time.Millisecond), images["app"], images["sidecar"])
+
+	// Which way each image came: the private one from Docker Hub's name with the Pod's
+	// secret (a token asked with credentials, GETs of the private repository, through the
+	// route), the public one through hubcache (the hub saw the proxy's GET by tag; containerd
+	// itself asks by digest after a HEAD).
+	if !strings.HasPrefix(images["app"], "docker.io/"+priv.repo+"@") {
+		t.Errorf("private container runs %q, want docker.io/%s@…", images["app"], priv.repo)
+	}
+	if !strings.HasPrefix(images["sidecar"], s.nodeAddr+"/docker.io/"+pub.repo+"@") {
+		t.Errorf("public container runs %q, want it from %s", images["sidecar"], s.nodeAddr)
+	}
+	c := s.hub.Counts()
+	privGets := 0
+	for k, n := range c.ManifestGET {
+		if strings.HasPrefix(k, priv.repo+"@") || strings.HasPrefix(k, priv.repo+":") {
+			privGets += n
+		}
+	}
+	if privGets == 0 || c.TokenWithCredentials == 0 || s.route.tunnels.Load() == tunnels {
+		t.Errorf("the private image did not come from Docker Hub with the Pod's secret: manifest GETs %v, tokens with credentials %d, tunnels %d",
+			c.ManifestGET, c.TokenWithCredentials, s.route.tunnels.Load()-tunnels)
+	}
+	if c.ManifestGET[pub.key] != 1 {
+		t.Errorf("Docker Hub manifest GETs %v: want one GET of %s, the proxies' fetch", c.ManifestGET, pub.key)
+	}
+	for _, b := range pub.blobs {
+		if c.BlobGET[b.String()] != 1 {
+			t.Errorf("Docker Hub served blob %s of the public image %d times, want once (through hubcache)", b, c.BlobGET[b.String()])
+		}
+	}
+	s.tl.add("7", "hub: %d manifest GETs of %s with the Pod's secret through %d tunnels to Docker Hub's name; %s fetched once by the proxies",
+		privGets, priv.repo, s.route.tunnels.Load()-tunnels, pub.key)
+
+	if err := deleteAndWait(ctx, s.cp.client, nsEnabled, p.Name); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dockerConfigJSON is a kubernetes.io/dockerconfigjson Secret's content for Docker Hub.
+func dockerConfigJSON(user, password string) []byte {
+	auth := base64.StdEncoding.EncodeToString([]byte(user + ":" + password))
+	b, _ := json.Marshal(map[string]any{"auths": map[string]any{
+		"https://index.docker.io/v1/": map[string]string{"username": user, "password": password, "auth": auth},
+	}})
+	return b
+}
+
+// anonymousRequest asks url as a client without credentials and returns the status and body.
+func anonymousRequest(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(body)
 }
 
 // nodeMode reads the node entry point's mode (forwarding or fallback) from /readyz.
