@@ -80,18 +80,38 @@ func (c *Cache) cachedBlob(ctx context.Context, repo Repo, d v1.Hash) (Blob, err
 
 // joinFill returns the fill of d in progress, or starts one for repo.
 func (c *Cache) joinFill(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
-	f, started, err := c.startOrJoinFill(repo, d)
-	if err != nil {
-		return nil, err
-	}
-	if !started && f.repo != repo {
+	for attempt := 0; ; attempt++ {
+		f, started, err := c.startOrJoinFill(repo, d)
+		if err != nil {
+			return nil, err
+		}
+		if started || f.repo == repo {
+			return f.wait(ctx)
+		}
 		// The fill is for another repository: its bytes are served here only once upstream
-		// confirms this repository has the digest too.
-		if _, err := c.headBlob(ctx, repo, d); err != nil {
+		// confirms this repository has the digest too, with the fill's size (a HEAD 200
+		// without a size, or with another one, confirms nothing: as for a stored blob).
+		upSize, err := c.headBlob(ctx, repo, d)
+		if err != nil {
+			return nil, err
+		}
+		b, err := f.wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if upSize >= 0 && upSize == b.Size() {
+			return b, nil
+		}
+		if attempt > 0 {
+			return nil, fmt.Errorf("%w: upstream HEAD of %s in %s gave size %d, the fill from %s has %d",
+				ErrUnavailable, d, repo, upSize, f.repo, b.Size())
+		}
+		// Unconfirmed: this repository gets its own fill, from its own upstream, once the
+		// other repository's fill has ended.
+		if err := f.ended(ctx); err != nil {
 			return nil, err
 		}
 	}
-	return f.wait(ctx)
 }
 
 // StatBlob returns the blob's size without fetching its bytes: from the cache when linked,

@@ -95,6 +95,25 @@ func (f *fill) wait(ctx context.Context) (Blob, error) {
 	return f, nil
 }
 
+// ended blocks until the fill has ended (stored, passed through or failed) or ctx ends.
+func (f *fill) ended(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		f.mu.Lock()
+		f.cond.Broadcast()
+		f.mu.Unlock()
+	})
+	defer stop()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.done {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		f.cond.Wait()
+	}
+	return nil
+}
+
 func (f *fill) run(ctx context.Context) error {
 	c := f.c
 	log := c.log.With("digest", f.digest.String(), "repo", f.repo.String())

@@ -96,6 +96,46 @@ func TestAHeadWithoutSizeDoesNotLinkAStoredBlobToAnotherRepository(t *testing.T)
 	}
 }
 
+// The same rule holds while the blob is still being filled for the other repository: a fill
+// in progress is joined by another repository only with a confirming HEAD (size and all).
+// Without one, that repository gets its own fill once the first has ended.
+func TestAHeadWithoutSizeDoesNotJoinAFillOfAnotherRepository(t *testing.T) {
+	hub := fakehub.New(t)
+	img := fakehub.RandomImage(t, 1, 200_000, true)
+	hub.Push(t, "library/app", "v1", img)
+	_, host := start(t, hub)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fill of library/app that lasts a second or so.
+	hub.SetDigestMode(layer, fakehub.Slow(0, 20*time.Millisecond))
+	first := make(chan int, 1)
+	go func() { first <- getStatus(t, "http://"+host+"/v2/docker.io/library/app/blobs/"+layer.String()) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for hub.Counts().TotalBlobGET() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the first fill never reached upstream")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// acme/other does not have the blob; its upstream answers HEAD 200 without a size.
+	hub.SetDigestMode(layer, fakehub.HeadWithoutLength())
+	if code := getStatus(t, "http://"+host+"/v2/docker.io/acme/other/blobs/"+layer.String()); code == http.StatusOK {
+		t.Fatalf("GET of a blob being filled for another repository = 200 after a HEAD without size")
+	}
+	if code := <-first; code != http.StatusOK {
+		t.Fatalf("the first repository's GET = %d", code)
+	}
+	if n := hub.Counts().TotalBlobGET(); n != 2 {
+		t.Fatalf("upstream blob GETs = %d, want 2 (one fill per repository)", n)
+	}
+}
+
 func TestUpstreamRedirectsToLoopbackAreRefusedUnlessATestAllowsThem(t *testing.T) {
 	hub := fakehub.New(t)
 	img := fakehub.RandomImage(t, 1, 50_000, true)
