@@ -98,6 +98,13 @@ func (u *Upstream) GetBlob(ctx context.Context, registry, repo string, d v1.Hash
 	if err != nil {
 		return nil, -1, err
 	}
+	if size < 0 {
+		// A HEAD 200 without a size does not confirm that this repository has the digest
+		// (the holder may be filling it for another one): this repository's own bytes come
+		// from upstream, uncoordinated.
+		u.log.Debug("upstream HEAD gave no size; not following the fill of another replica", "digest", d.String(), "holder", addr)
+		return u.Upstream.GetBlob(ctx, registry, repo, d)
+	}
 	u.log.Debug("following the fill of another replica", "digest", d.String(), "holder", addr)
 	return &peerBody{u: u, ctx: ctx, registry: registry, repo: repo, d: d, size: size, addr: addr}, size, nil
 }

@@ -27,8 +27,10 @@ type hub struct {
 	cache.Upstream // nil: only the blob methods are used
 	blob           []byte
 	d              v1.Hash
-	mu             sync.Mutex
-	gets           int
+	// headNoSize answers HEAD 200 without a size, as a broken or hostile upstream may.
+	headNoSize bool
+	mu         sync.Mutex
+	gets       int
 }
 
 func newHub(t *testing.T, size int) *hub {
@@ -46,6 +48,9 @@ func (h *hub) GetBlob(ctx context.Context, registry, repo string, d v1.Hash) (io
 }
 
 func (h *hub) HeadBlob(ctx context.Context, registry, repo string, d v1.Hash) (int64, error) {
+	if h.headNoSize {
+		return -1, nil
+	}
 	return int64(len(h.blob)), nil
 }
 
@@ -111,16 +116,19 @@ func TestAFollowerStreamsFromTheHolderAndTakesOverWhenTheHolderBreaks(t *testing
 		failAt      int  // where the holder's stream breaks (-1: never)
 		holderLives bool // the holder keeps renewing its lease after the break
 		followerKey string
+		headNoSize  bool
 		wantHubGets int
 	}{
 		{name: "the holder serves every byte", failAt: -1, followerKey: "s3cret", wantHubGets: 0},
 		{name: "the holder dies mid-stream and the follower finishes from upstream", failAt: 5000, followerKey: "s3cret", wantHubGets: 1},
 		{name: "a follower with the wrong secret fetches from upstream itself", failAt: -1, holderLives: true, followerKey: "wrong", wantHubGets: 1},
+		{name: "a HEAD without a size makes the follower fetch its repository's own bytes", failAt: -1, holderLives: true, followerKey: "s3cret", headNoSize: true, wantHubGets: 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := freshSchema(t)
 			h := newHub(t, 64<<10)
+			h.headNoSize = tc.headNoSize
 			holder := replica(t, dsn, "holder", source{blob: h.blob, failAt: tc.failAt}, "s3cret")
 			follower := replica(t, dsn, "follower", source{blob: h.blob, failAt: -1}, tc.followerKey)
 			release, _, err := holder.Acquire(t.Context(), h.d.String())
