@@ -21,6 +21,9 @@ TEST_TIMEOUT ?= 60m
 FUZZTIME  ?= 20s
 # BENCH selects benchmarks by name for make bench (a go test -bench pattern).
 BENCH     ?= .
+# BENCH_RESULTS keeps the rows of make bench in a folder, so a run of some benchmarks can
+# replace their rows and keep the others (make bench BENCH=WarmBlob BENCH_RESULTS=DIR).
+BENCH_RESULTS ?=
 RUN_DATA  ?= $(CURDIR)/data
 
 .PHONY: help
@@ -65,10 +68,12 @@ fuzz: ## Fuzz reference normalisation briefly (FUZZTIME=20s)
 .PHONY: bench
 bench: tools services ## Benchmarks (not part of make test): ratios against peers and the physical limit, measured side by side; writes the table in docs/bench.md
 	hack/tools.sh distribution
-	results="$$(mktemp -d)"; trap 'rm -rf "$$results"' EXIT; \
+	results="$(BENCH_RESULTS)"; if [ -z "$$results" ]; then results="$$(mktemp -d)"; trap 'rm -rf "$$results"' EXIT; fi; \
+	mkdir -p "$$results"; \
 	eval "$$(hack/tools.sh env)"; \
-	HUBCACHE_BENCH_RESULTS="$$results" $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -timeout 60m ./test/bench/... ./webhook/admission/; \
-	$(GO) run ./test/bench/cmd/benchtable -results "$$results" -doc docs/bench.md
+	status=0; HUBCACHE_BENCH_RESULTS="$$results" $(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 1x -p 1 -timeout 60m ./test/bench/... ./webhook/admission/ || status=$$?; \
+	$(GO) run ./test/bench/cmd/benchtable -results "$$results" -doc docs/bench.md; \
+	exit $$status
 
 .PHONY: vet
 vet: ## go vet every package

@@ -9,8 +9,10 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -243,19 +245,30 @@ func startProxy(b *testing.B, hubURL, dataDir string, env []string, extra ...str
 }
 
 // blobFile returns the path of the file a proxy with dataDir keeps blob d in.
+// blobFile finds the proxy's stored file for d. A client gets a fill's last byte before the
+// object is committed, so the file may appear a moment after the pull: wait for it (bounded).
 func blobFile(b *testing.B, dataDir string, d v1.Hash) string {
 	b.Helper()
-	var found string
-	err := filepath.WalkDir(dataDir, func(p string, e os.DirEntry, err error) error {
-		if err == nil && !e.IsDir() && e.Name() == d.Hex {
-			found = p
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var found string
+		err := filepath.WalkDir(dataDir, func(p string, e os.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // a spool file removed while walking
+			}
+			if err == nil && !e.IsDir() && e.Name() == d.Hex {
+				found = p
+			}
+			return err
+		})
+		if err == nil && found != "" {
+			return found
 		}
-		return err
-	})
-	if err != nil || found == "" {
-		b.Fatalf("no file for %s under %s (%v)", d, dataDir, err)
+		if time.Now().After(deadline) {
+			b.Fatalf("no file for %s under %s after 30s (%v)", d, dataDir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return found
 }
 
 func waitUp(b *testing.B, base string) {
