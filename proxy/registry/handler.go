@@ -51,14 +51,7 @@ type handler struct {
 	backend    Backend
 	log        *slog.Logger
 	copyBuffer int
-	// overlap lends blob streams a second buffer so that reading and verifying the next
-	// chunk runs while the previous one is sent (docs/bench.md, rows 01 and 02).
-	overlap *oci.Overlap
 }
-
-// overlapBuffers bounds the second buffers lent at once: 64 × 64 KiB = 4 MiB at most, however
-// many clients stall.
-const overlapBuffers = 64
 
 // New returns the /v2/ API handler over b, with request logging and metrics.
 func New(b Backend, opts ...Option) (http.Handler, error) {
@@ -70,7 +63,7 @@ func New(b Backend, opts ...Option) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handler{backend: b, log: o.logger, copyBuffer: o.copyBuffer, overlap: oci.NewOverlap(overlapBuffers, o.copyBuffer)}
+	h := &handler{backend: b, log: o.logger, copyBuffer: o.copyBuffer}
 	return instrument(h, o.logger, m), nil
 }
 
@@ -203,7 +196,7 @@ func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t oci.Path) {
 	w.WriteHeader(status)
 	_ = http.NewResponseController(w).Flush()
 
-	written, err, werr := h.overlap.Stream(w, rc, make([]byte, h.copyBuffer))
+	written, err, werr := oci.Stream(w, rc, make([]byte, h.copyBuffer))
 	clientGone := werr != nil
 	if err == nil && !clientGone && length >= 0 && written != length {
 		err = fmt.Errorf("blob ended after %d of %d bytes", written, length)
