@@ -129,7 +129,7 @@ func TestWithMutualTLSOnlyCertificateHoldersUseTheProxyAndReplicasShareFillsOver
 		}
 		// Through the proxy, not the node's fallback: the proxy cached every blob.
 		for _, d := range blobs {
-			if _, err := c.store.Stat(ctx, d); err != nil {
+			if _, err := storedSoon(ctx, c, d); err != nil {
 				t.Errorf("blob %s is not in the bucket: the node did not pull through the proxy (%v)", d, err)
 			}
 		}
