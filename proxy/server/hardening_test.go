@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -77,14 +78,7 @@ func TestAHeadWithoutSizeDoesNotLinkAStoredBlobToAnotherRepository(t *testing.T)
 	hub.Push(t, "library/app", "v1", img)
 	_, host := start(t, hub)
 	pullAll(t, host+"/docker.io/library/app:v1")
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	layer := firstLayerDigest(t, img)
 	// acme/other does not have the blob, but its upstream answers HEAD 200 without a size.
 	hub.SetDigestMode(layer, fakehub.HeadWithoutLength())
 	before := hub.Counts().TotalBlobGET()
@@ -104,14 +98,7 @@ func TestAHeadWithoutSizeDoesNotJoinAFillOfAnotherRepository(t *testing.T) {
 	img := fakehub.RandomImage(t, 1, 200_000, true)
 	hub.Push(t, "library/app", "v1", img)
 	_, host := start(t, hub)
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	layer, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	layer := firstLayerDigest(t, img)
 	// A fill of library/app that lasts a second or so.
 	hub.SetDigestMode(layer, fakehub.Slow(0, 20*time.Millisecond))
 	first := make(chan int, 1)
@@ -181,4 +168,18 @@ func TestUpstreamRedirectsToLoopbackAreRefusedUnlessATestAllowsThem(t *testing.T
 	if n := internalHits.Load(); n != 1 {
 		t.Fatalf("the redirect target was reached %d times, want 1", n)
 	}
+}
+
+// firstLayerDigest returns the digest of img's first layer.
+func firstLayerDigest(t *testing.T, img v1.Image) v1.Hash {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
