@@ -66,6 +66,7 @@ type proxyFlags struct {
 	negativeTTL    time.Duration
 	maxFills       int
 	maxUnknownBlob int64
+	verifyInterval time.Duration
 	tlsCert        string
 	tlsKey         string
 	clientCA       string
@@ -121,6 +122,7 @@ By default blobs are kept as files and metadata in SQLite under --data-dir; prod
 	fl.StringVar(&f.clientCA, "client-ca-file", "", "require client certificates signed by this CA bundle (mutual TLS; needs --tls-cert-file)")
 	fl.DurationVar(&f.negativeTTL, "negative-ttl", cache.DefaultNegativeTTL, "how long an upstream \"not found\" is remembered, so a missing tag costs one upstream request per period (0: not remembered)")
 	fl.IntVar(&f.maxFills, "max-fills", cache.DefaultMaxFills, "most blob downloads from upstream at once; a miss over it is answered 503 with Retry-After (0: no cap)")
+	fl.DurationVar(&f.verifyInterval, "verify-interval", cache.DefaultVerifyInterval, "how long a cached blob that hashed to its digest on a whole read is sent unhashed while its file or S3 object is unchanged (0: hash every whole read; see docs/security.md)")
 	fl.Int64Var(&f.maxUnknownBlob, "max-unknown-blob-size", cache.DefaultMaxUnknownBlobSize, "largest blob accepted from upstream without a Content-Length, in bytes")
 	return cmd
 }
@@ -184,8 +186,8 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 	if err := f.limits.Validate(); err != nil {
 		return err
 	}
-	if f.negativeTTL < 0 || f.maxFills < 0 || f.maxUnknownBlob <= 0 {
-		return errors.New("--negative-ttl and --max-fills must not be negative, --max-unknown-blob-size must be positive")
+	if f.negativeTTL < 0 || f.maxFills < 0 || f.verifyInterval < 0 || f.maxUnknownBlob <= 0 {
+		return errors.New("--negative-ttl, --max-fills and --verify-interval must not be negative, --max-unknown-blob-size must be positive")
 	}
 	if f.maxManifestSize <= 0 {
 		return errors.New("--max-manifest-size must be positive")
@@ -240,6 +242,7 @@ func runProxy(ctx context.Context, f proxyFlags) error {
 		server.WithNegativeTTL(f.negativeTTL),
 		server.WithMaxFills(f.maxFills),
 		server.WithMaxUnknownBlobSize(f.maxUnknownBlob),
+		server.WithVerifyInterval(f.verifyInterval),
 	)
 	srv, err := server.New(ctx, dataDir, ups, append(opts, storage...)...)
 	if err != nil {

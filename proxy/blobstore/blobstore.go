@@ -40,3 +40,12 @@ type Writer interface {
 	// Cancel discards everything written; safe to call after Commit (then it does nothing).
 	Cancel(ctx context.Context) error
 }
+
+// Versioned is implemented by the readers Open returns when the store can name the version
+// of the object being read: a string that changes whenever the object's bytes can have
+// changed (for a file, its device, inode, size, modification and change times; for an S3
+// object, its ETag and Last-Modified). "" means unknown. The cache hashes an unchanged version
+// once per verify interval instead of on every read.
+type Versioned interface {
+	Version() string
+}

@@ -218,13 +218,11 @@ func (b *storedBlob) Size() int64     { return b.size }
 func (b *storedBlob) Open(ctx context.Context, offset, length int64) (io.ReadCloser, error) {
 	rc, err := b.c.blobs.Open(ctx, b.d, offset, length)
 	if err == nil {
-		if offset == 0 && (length < 0 || length == b.size) {
-			// A whole-blob read is verified as it streams. A range cannot be: the client
-			// verifies the blob it assembles.
-			d := b.d
-			rc = verify.NewReader(rc, d, b.size, func(err error) { b.c.damagedBlob(d, err) })
+		if offset != 0 || (length >= 0 && length != b.size) {
+			// A range cannot be verified: the client verifies the blob it assembles.
+			return countBytes(rc, b.c.m.servedFromCache), nil
 		}
-		return &countingReader{rc: rc, add: b.c.m.servedFromCache}, nil
+		return b.c.verifiedRead(b.d, b.size, rc), nil
 	}
 	if ctx.Err() != nil {
 		return nil, err
@@ -246,6 +244,34 @@ func (b *storedBlob) Open(ctx context.Context, offset, length int64) (io.ReadClo
 	return f.Open(ctx, offset, length)
 }
 
+// verifiedRead returns a whole read of stored blob d that is hashed as it streams (cut
+// before its last byte on a mismatch, the blob then dropped), unless this same unchanged
+// object hashed correctly within the verify interval: then it is returned as the store gave
+// it, so a file can go to the socket with sendfile.
+func (c *Cache) verifiedRead(d v1.Hash, size int64, rc io.ReadCloser) io.ReadCloser {
+	var version string
+	if v, ok := rc.(blobstore.Versioned); ok {
+		version = v.Version()
+	}
+	if c.verified.fresh(d, version) {
+		c.m.trustedReads.Inc()
+		return countBytes(rc, c.m.servedFromCache)
+	}
+	c.m.hashedReads.Inc()
+	vr := verify.NewReader(rc, d, size, func(err error) { c.damagedBlob(d, err) }).
+		OnVerified(func() { c.verified.record(d, version) })
+	return countBytes(vr, c.m.servedFromCache)
+}
+
+// countBytes reports the bytes read from rc to add. A reader that can send itself
+// (io.WriterTo: a file, with sendfile) keeps that ability.
+func countBytes(rc io.ReadCloser, add func(int)) io.ReadCloser {
+	if wt, ok := rc.(io.WriterTo); ok {
+		return &countingSender{countingReader: countingReader{rc: rc, add: add}, wt: wt}
+	}
+	return &countingReader{rc: rc, add: add}
+}
+
 // countingReader reports bytes read to a metric.
 type countingReader struct {
 	rc  io.ReadCloser
@@ -259,3 +285,15 @@ func (r *countingReader) Read(p []byte) (int, error) {
 }
 
 func (r *countingReader) Close() error { return r.rc.Close() }
+
+// countingSender is a countingReader whose reader can send itself.
+type countingSender struct {
+	countingReader
+	wt io.WriterTo
+}
+
+func (s *countingSender) WriteTo(w io.Writer) (int64, error) {
+	n, err := s.wt.WriteTo(w)
+	s.add(int(n))
+	return n, err
+}

@@ -67,6 +67,7 @@ type options struct {
 	lookupTTL       time.Duration
 	maxFills        int
 	maxUnknownSize  int64
+	verifyInterval  time.Duration
 }
 
 // WithTagTTL sets how long a tag is served without asking upstream (default 5m). Zero
@@ -119,6 +120,11 @@ func WithMaxFills(n int) Option { return func(o *options) { o.maxFills = n } }
 // DefaultMaxUnknownBlobSize): past it the fill fails instead of spooling without end.
 func WithMaxUnknownBlobSize(n int64) Option { return func(o *options) { o.maxUnknownSize = n } }
 
+// WithVerifyInterval sets how long a stored blob's whole read that hashed correctly vouches
+// for later reads of the same unchanged object (default DefaultVerifyInterval; zero: every
+// whole read is hashed).
+func WithVerifyInterval(d time.Duration) Option { return func(o *options) { o.verifyInterval = d } }
+
 // Cache implements the registry Backend on top of a blob store, a metadata store and an
 // upstream client.
 type Cache struct {
@@ -139,6 +145,8 @@ type Cache struct {
 	bodies *bodies
 	// lookups remembers the warm manifest path's metadata rows for a moment.
 	lookups *lookups
+	// verified remembers which stored blob versions hashed correctly, and when.
+	verified *verifiedReads
 
 	// manifests coalesces concurrent upstream manifest work per repository and reference.
 	manifests singleflight.Group
@@ -169,6 +177,7 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		lookupTTL:       DefaultLookupTTL,
 		maxFills:        DefaultMaxFills,
 		maxUnknownSize:  DefaultMaxUnknownBlobSize,
+		verifyInterval:  DefaultVerifyInterval,
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -185,6 +194,8 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		fills:   map[v1.Hash]*fill{},
 		bodies:  newBodies(),
 		lookups: newLookups(o.lookupTTL),
+
+		verified: newVerifiedReads(o.verifyInterval, o.now),
 
 		touches: &toucher{every: o.touchInterval, last: map[v1.Hash]time.Time{}},
 	}

@@ -54,6 +54,7 @@ type env struct {
 	meta  *sqlite.Store
 	clock *clock
 	reg   *prometheus.Registry
+	root  string // the temporary directory holding the stores
 }
 
 // newEnv builds a cache over the real file store and SQLite in a temporary directory.
@@ -70,7 +71,7 @@ func newEnv(t *testing.T, opts ...cache.Option) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = meta.Close() })
-	e := &env{up: newFakeUpstream(), blobs: blobs, meta: meta, clock: &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, reg: prometheus.NewRegistry()}
+	e := &env{up: newFakeUpstream(), blobs: blobs, meta: meta, clock: &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}, reg: prometheus.NewRegistry(), root: dir}
 	opts = append([]cache.Option{
 		cache.WithClock(e.clock.Now),
 		cache.WithRegisterer(e.reg),

@@ -439,6 +439,7 @@ func (c *Cache) readObject(ctx context.Context, d v1.Hash) ([]byte, error) {
 // heal forgets a digest whose object is missing or damaged, so that it is fetched again.
 func (c *Cache) heal(ctx context.Context, d v1.Hash, what string) {
 	c.lookups.forget(d)
+	c.verified.forget(d)
 	c.m.healed(what)
 	c.log.Warn("cached object missing or damaged; forgetting it so it is fetched again",
 		"digest", d.String(), "kind", what)

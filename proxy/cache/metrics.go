@@ -20,6 +20,10 @@ type metrics struct {
 	upstreamReq  *prometheus.CounterVec
 	degraded     *prometheus.CounterVec
 	corrupted    prometheus.Counter
+	// hashedReads and trustedReads are wholeReads' two series, looked up once.
+	wholeReads   *prometheus.CounterVec
+	hashedReads  prometheus.Counter
+	trustedReads prometheus.Counter
 	negative     prometheus.Counter
 	fillsBusy    prometheus.Counter
 }
@@ -66,6 +70,10 @@ func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inF
 			Name: "hubcache_blob_verify_failures_total",
 			Help: "Stored blobs whose bytes did not match their digest while being served; the response was cut and the blob dropped.",
 		}),
+		wholeReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hubcache_blob_whole_reads_total",
+			Help: "Whole-blob reads from the store, by verification: hashed (checked against the digest as it streamed) or trusted (the same unchanged object hashed correctly within --verify-interval).",
+		}, []string{"verification"}),
 		negative: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hubcache_negative_cache_hits_total",
 			Help: "Upstream requests answered \"not found\" from the negative cache instead of asking upstream again.",
@@ -77,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inF
 	}
 	collectors := []prometheus.Collector{
 		m.hits, m.misses, m.staleServes, m.revalidates, m.heals, m.bytes, m.fetchedB, m.upstreamReq, m.degraded,
-		m.corrupted, m.negative, m.fillsBusy,
+		m.corrupted, m.wholeReads, m.negative, m.fillsBusy,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "hubcache_blob_fills_in_flight",
 			Help: "Blob fills from upstream in progress.",
@@ -91,6 +99,8 @@ func newMetrics(reg prometheus.Registerer, up Upstream, registries []string, inF
 	}
 	m.fromCache = m.bytes.WithLabelValues("cache")
 	m.fromUpstream = m.bytes.WithLabelValues("upstream")
+	m.hashedReads = m.wholeReads.WithLabelValues("hashed")
+	m.trustedReads = m.wholeReads.WithLabelValues("trusted")
 	for _, k := range []kind{kindManifest, kindBlob} {
 		m.hits.WithLabelValues(string(k))
 		m.misses.WithLabelValues(string(k))

@@ -2,10 +2,14 @@ package limits_test
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -151,5 +155,78 @@ func TestConnectionsOverTheCapWaitUntilOneCloses(t *testing.T) {
 func TestNegativeLimitsAreRefused(t *testing.T) {
 	if err := (limits.Config{MaxInFlight: -1}).Validate(); err == nil {
 		t.Fatal("a negative cap was accepted")
+	}
+}
+
+// fileHandler sends a file the way a stored blob goes out: io.Copy of a bare
+// *io.LimitedReader over the *os.File, which reaches the connection's ReadFrom (sendfile).
+func fileHandler(t *testing.T, size int, result chan<- error) (http.Handler, []byte) {
+	t.Helper()
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte(i * 7)
+	}
+	path := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			result <- err
+			return
+		}
+		defer f.Close()
+		w.Header().Set("Content-Length", strconv.Itoa(size))
+		n, err := io.Copy(w, &io.LimitedReader{R: f, N: int64(size)})
+		if err == nil && n != int64(size) {
+			err = fmt.Errorf("sent %d of %d bytes", n, size)
+		}
+		result <- err
+	}), body
+}
+
+func TestAReaderThatStopsReadingAFileSentWithSendfileIsCut(t *testing.T) {
+	result := make(chan error, 1)
+	h, _ := fileHandler(t, 32<<20, result)
+	addr := serve(t, limits.Config{WriteProgress: 300 * time.Millisecond, MaxConnections: 4}, h)
+	stalledGet(t, addr, "/blob")
+	select {
+	case err := <-result:
+		if err == nil {
+			t.Fatal("sending the file to a stalled reader completed")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the handler is still blocked on a reader that stopped reading")
+	}
+}
+
+func TestASlowButMovingReaderGetsAWholeFileSentWithSendfile(t *testing.T) {
+	result := make(chan error, 1)
+	h, body := fileHandler(t, 6<<20, result)
+	addr := serve(t, limits.Config{WriteProgress: 2 * time.Second, MaxConnections: 4}, h)
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got []byte
+	buf := make([]byte, 512<<10)
+	for {
+		m, err := resp.Body.Read(buf)
+		got = append(got, buf[:m]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+		time.Sleep(50 * time.Millisecond) // slower than the sender, never stalled
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatalf("read %d bytes, want the file's %d", len(got), len(body))
+	}
+	if err := <-result; err != nil {
+		t.Fatalf("handler: %v", err)
 	}
 }

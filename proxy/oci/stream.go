@@ -32,3 +32,15 @@ func Stream(w http.ResponseWriter, src io.Reader, buf []byte) (written int64, re
 		}
 	}
 }
+
+// Send copies src to w like Stream, except that a src that can send itself (io.WriterTo: a
+// stored file, which goes to the socket with sendfile) does so. Its failures cannot be told
+// apart (one system call reads and writes): they are reported as writeErr, and a short send
+// is the caller's to notice from written.
+func Send(w http.ResponseWriter, src io.Reader, buf func() []byte) (written int64, readErr, writeErr error) {
+	if wt, ok := src.(io.WriterTo); ok {
+		written, err := wt.WriteTo(w)
+		return written, nil, err
+	}
+	return Stream(w, src, buf())
+}

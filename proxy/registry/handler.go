@@ -196,7 +196,7 @@ func (h *handler) getBlob(w http.ResponseWriter, r *http.Request, t oci.Path) {
 	w.WriteHeader(status)
 	_ = http.NewResponseController(w).Flush()
 
-	written, err, werr := oci.Stream(w, rc, make([]byte, h.copyBuffer))
+	written, err, werr := oci.Send(w, rc, func() []byte { return make([]byte, h.copyBuffer) })
 	clientGone := werr != nil
 	if err == nil && !clientGone && length >= 0 && written != length {
 		err = fmt.Errorf("blob ended after %d of %d bytes", written, length)

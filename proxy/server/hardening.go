@@ -24,6 +24,13 @@ func WithMaxUnknownBlobSize(n int64) Option {
 	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithMaxUnknownBlobSize(n)) }
 }
 
+// WithVerifyInterval sets how long a stored blob's whole read that hashed correctly vouches
+// for later reads of the same unchanged object (default cache.DefaultVerifyInterval; zero:
+// every whole read is hashed).
+func WithVerifyInterval(d time.Duration) Option {
+	return func(o *options) { o.cacheOpts = append(o.cacheOpts, cache.WithVerifyInterval(d)) }
+}
+
 // WithLoopbackRedirects lets upstream redirects reach loopback over plain http (tests only;
 // by default a redirect must be https to a public address).
 func WithLoopbackRedirects() Option {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"sync"
 
@@ -142,6 +143,11 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// ReadFrom lets a stored file reach the connection's ReadFrom (sendfile).
+func (s *statusRecorder) ReadFrom(src io.Reader) (int64, error) {
+	return io.Copy(s.ResponseWriter, src)
+}
 
 func (s *statusRecorder) Flush() {
 	if f, ok := s.ResponseWriter.(http.Flusher); ok {

@@ -26,6 +26,7 @@ type Reader struct {
 	size     int64
 	read     int64
 	mismatch func(error)
+	verified func()
 	err      error
 }
 
@@ -35,6 +36,13 @@ type Reader struct {
 // is called once on a mismatch.
 func NewReader(rc io.ReadCloser, want v1.Hash, size int64, mismatch func(error)) *Reader {
 	return &Reader{rc: rc, h: sha256.New(), want: want, size: size, mismatch: mismatch}
+}
+
+// OnVerified sets fn to be called once, when the bytes have matched the digest (and size);
+// it returns r.
+func (r *Reader) OnVerified(fn func()) *Reader {
+	r.verified = fn
+	return r
 }
 
 func (r *Reader) Read(p []byte) (int, error) {
@@ -73,6 +81,10 @@ func (r *Reader) Read(p []byte) (int, error) {
 func (r *Reader) check() error {
 	if got := hex.EncodeToString(r.h.Sum(nil)); got != r.want.Hex {
 		return fmt.Errorf("%w: %s has digest sha256:%s", ErrMismatch, r.want, got)
+	}
+	if r.verified != nil {
+		r.verified()
+		r.verified = nil
 	}
 	return nil
 }

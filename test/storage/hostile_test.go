@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -27,6 +28,17 @@ func getBlob(t *testing.T, p *proxy, repo string, d v1.Hash) (int, []byte, error
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, body, err
+}
+
+// grepLines returns the lines of text that contain substr.
+func grepLines(text, substr string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // flipByte changes one byte in the middle of b (same length).
@@ -91,6 +103,18 @@ func TestADamagedBlobAtRestIsCutDroppedAndFetchedAgain(t *testing.T) {
 				t.Fatalf("cold pull: %v", err)
 			}
 			layer := app.layers[1]
+			// Two warm reads: the first hashes the stored blob, the second trusts it
+			// (--verify-interval). The damage below must be caught even so: it gives the file
+			// or the object a new version.
+			for i := range 2 {
+				if status, body, err := getBlob(t, p, "library/app", layer); err != nil || status != http.StatusOK || sha(body) != layer {
+					t.Fatalf("warm GET %d: status %d, %d bytes, error %v", i, status, len(body), err)
+				}
+			}
+			if _, metrics := p.opsGet(t, "/metrics"); !strings.Contains(metrics, `hubcache_blob_whole_reads_total{verification="trusted"} `) ||
+				strings.Contains(metrics, `hubcache_blob_whole_reads_total{verification="trusted"} 0`) {
+				t.Fatalf("the second warm read was not trusted:\n%s", grepLines(metrics, "hubcache_blob_whole_reads_total"))
+			}
 			damage(t, layer)
 			before := hub.Counts().TotalBlobGET()
 

@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -45,6 +46,8 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		{"a cancelled context stops each operation", testContextCancelled},
 		{"cancelling the create context aborts the write", testCreateContextCancelled},
 		{"an empty object can be stored", testEmptyObject},
+		{"a reader that sends itself sends exactly its range", testWriteTo},
+		{"a reader's version holds while the object is unchanged and moves when it is rewritten", testVersion},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -545,5 +548,89 @@ func testLarge(t *testing.T, s blobstore.Store) {
 	}
 	if !bytes.Equal(part, want) {
 		t.Errorf("ranged read near the end of the large object returned wrong bytes")
+	}
+}
+
+// testWriteTo checks readers that implement io.WriterTo (a file sent with sendfile): what
+// they send is what Read would have returned, also after a partial Read.
+func testWriteTo(t *testing.T, s blobstore.Store) {
+	b, d := Content(14, 100_000)
+	put(t, s, d, b)
+	for _, tc := range []struct {
+		name           string
+		offset, length int64
+		readFirst      int
+	}{
+		{"the whole object", 0, -1, 0},
+		{"a range", 1000, 5000, 0},
+		{"the rest of the object after a partial read", 0, -1, 777},
+		{"the rest of a range after a partial read", 500, 60_000, 1234},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc, err := s.Open(t.Context(), d, tc.offset, tc.length)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			wt, ok := rc.(io.WriterTo)
+			if !ok {
+				t.Logf("%T does not send itself: nothing to check", rc)
+				return
+			}
+			end := int64(len(b))
+			if tc.length >= 0 {
+				end = tc.offset + tc.length
+			}
+			want := b[tc.offset:end]
+			first := make([]byte, tc.readFirst)
+			if _, err := io.ReadFull(rc, first); err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			n, err := wt.WriteTo(&got)
+			if err != nil || n != int64(got.Len()) {
+				t.Fatalf("WriteTo: %d, %v (buffer has %d)", n, err, got.Len())
+			}
+			if all := append(first, got.Bytes()...); !bytes.Equal(all, want) {
+				t.Fatalf("read %d + sent %d bytes, want the %d of the range", len(first), got.Len(), len(want))
+			}
+		})
+	}
+}
+
+// testVersion checks readers that implement blobstore.Versioned. The store does not verify
+// content, so other bytes can be written under the same digest: that is the damage a version
+// must reveal.
+func testVersion(t *testing.T, s blobstore.Store) {
+	b, d := Content(15, 50_000)
+	put(t, s, d, b)
+	version := func() string {
+		t.Helper()
+		rc, err := s.Open(t.Context(), d, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		if v, ok := rc.(blobstore.Versioned); ok {
+			return v.Version()
+		}
+		return ""
+	}
+	first := version()
+	if first == "" {
+		t.Log("the store names no versions here: nothing to check")
+		return
+	}
+	if again := version(); again != first {
+		t.Fatalf("the unchanged object's version moved: %q, then %q", first, again)
+	}
+	// The same length, one byte different; a second later, as an object store's
+	// Last-Modified has one-second resolution.
+	time.Sleep(1100 * time.Millisecond)
+	damaged := bytes.Clone(b)
+	damaged[len(damaged)/2] ^= 0xff
+	put(t, s, d, damaged)
+	if after := version(); after == first {
+		t.Fatalf("the rewritten object kept its version %q", first)
 	}
 }

@@ -171,15 +171,42 @@ func (s *Store) Open(ctx context.Context, d v1.Hash, offset, length int64) (io.R
 	if length >= 0 && length < n {
 		n = length
 	}
-	return &section{SectionReader: io.NewSectionReader(f, offset, n), f: f}, nil
+	return &section{SectionReader: io.NewSectionReader(f, offset, n), f: f, off: offset, n: n, version: version(info)}, nil
 }
 
+// section reads a byte range of an open object file.
 type section struct {
 	*io.SectionReader
-	f *os.File
+	f       *os.File
+	off, n  int64
+	version string
 }
 
 func (s *section) Close() error { return s.f.Close() }
+
+// Version names the file read, taken from the open descriptor, so a rename racing with Open
+// cannot mix up two files.
+func (s *section) Version() string { return s.version }
+
+// WriteTo sends the rest of the range to w. When w ends at a TCP connection
+// (http.ResponseWriter and its wrappers pass io.ReaderFrom through), the kernel copies the
+// file to the socket with sendfile: no user-space buffer and no copy.
+func (s *section) WriteTo(w io.Writer) (int64, error) {
+	pos, err := s.SectionReader.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := s.f.Seek(s.off+pos, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("seek blob file: %w", err)
+	}
+	// A bare *io.LimitedReader over the *os.File is the shape the net package hands to
+	// sendfile; it has no WriteTo of its own, so io.Copy asks w to ReadFrom it.
+	n, err := io.Copy(w, &io.LimitedReader{R: s.f, N: s.n - pos})
+	if _, serr := s.SectionReader.Seek(pos+n, io.SeekStart); serr != nil && err == nil {
+		err = serr
+	}
+	return n, err
+}
 
 // Create starts a write into a temporary file. The context bounds the whole write: once it is
 // cancelled, Write and Commit fail.

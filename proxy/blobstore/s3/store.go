@@ -226,7 +226,25 @@ func (s *Store) Open(ctx context.Context, d v1.Hash, offset, length int64) (io.R
 		// The server ignored Range and sent the whole object: cut the range out ourselves.
 		return skipLimit(out.Body, offset, length)
 	}
-	return out.Body, nil
+	return &objectBody{ReadCloser: out.Body, version: objectVersion(out)}, nil
+}
+
+// objectBody is an object's body that names the object's version.
+type objectBody struct {
+	io.ReadCloser
+	version string
+}
+
+// Version is the object's version ID (on a versioned bucket), ETag and Last-Modified, as the
+// GET returned them: overwriting the object changes Last-Modified, and its ETag unless the
+// bytes are the same.
+func (b *objectBody) Version() string { return b.version }
+
+func objectVersion(out *s3.GetObjectOutput) string {
+	if out.ETag == nil || out.LastModified == nil {
+		return ""
+	}
+	return aws.ToString(out.VersionId) + ":" + *out.ETag + ":" + out.LastModified.UTC().Format(time.RFC3339Nano)
 }
 
 // Delete removes the object; a missing object is not an error.

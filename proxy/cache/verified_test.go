@@ -1,0 +1,176 @@
+package cache_test
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/cache"
+)
+
+// storedBlobPath is where the file store keeps d under the env's root.
+func (e *env) storedBlobPath(t *testing.T, d v1.Hash) string {
+	t.Helper()
+	path := filepath.Join(e.root, "blobs", "blobs", "sha256", d.Hex[:2], d.Hex)
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("stored file of %s: %v", d, err)
+	}
+	return path
+}
+
+// wholeRead reads d whole from the cache and reports how the read was verified.
+func (e *env) wholeRead(t *testing.T, d v1.Hash) (got []byte, readErr error, how string) {
+	t.Helper()
+	hashed := e.metric(t, "hubcache_blob_whole_reads_total", map[string]string{"verification": "hashed"})
+	trusted := e.metric(t, "hubcache_blob_whole_reads_total", map[string]string{"verification": "trusted"})
+	b, err := e.c.Blob(t.Context(), app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(t.Context(), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, readErr = io.ReadAll(rc)
+	switch {
+	case e.metric(t, "hubcache_blob_whole_reads_total", map[string]string{"verification": "hashed"}) == hashed+1:
+		how = "hashed"
+	case e.metric(t, "hubcache_blob_whole_reads_total", map[string]string{"verification": "trusted"}) == trusted+1:
+		how = "trusted"
+	default:
+		how = "neither"
+	}
+	return got, readErr, how
+}
+
+func TestAnUnchangedBlobIsHashedOncePerVerifyInterval(t *testing.T) {
+	e := newEnv(t, cache.WithVerifyInterval(time.Hour))
+	d, want := e.up.addBlob(t, app.Path, 1<<20)
+	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil { // the cold fill
+		t.Fatal(err)
+	}
+	e.waitFills(t)
+
+	// The first warm read hashes the stored blob, unless the cold read already did (a
+	// fill that ended before its client opened it sends the stored blob).
+	for i, wantHow := range []string{"", "trusted", "trusted"} {
+		got, err, how := e.wholeRead(t, d)
+		if err != nil || !bytes.Equal(got, want) || (wantHow != "" && how != wantHow) {
+			t.Fatalf("warm read %d: %d bytes, err %v, %s; want the blob, %s", i, len(got), err, how, wantHow)
+		}
+	}
+	e.clock.Advance(time.Hour)
+	if _, err, how := e.wholeRead(t, d); err != nil || how != "hashed" {
+		t.Fatalf("read after the interval: %v, %s; want hashed", err, how)
+	}
+	if _, err, how := e.wholeRead(t, d); err != nil || how != "trusted" {
+		t.Fatalf("read after that: %v, %s; want trusted", err, how)
+	}
+}
+
+func TestAZeroVerifyIntervalHashesEveryWholeRead(t *testing.T) {
+	e := newEnv(t, cache.WithVerifyInterval(0))
+	d, _ := e.up.addBlob(t, app.Path, 1<<20)
+	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFills(t)
+	for i := range 3 {
+		if _, err, how := e.wholeRead(t, d); err != nil || how != "hashed" {
+			t.Fatalf("warm read %d: %v, %s; want hashed", i, err, how)
+		}
+	}
+}
+
+func TestADamagedFileIsCaughtEvenRightAfterATrustedRead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(t *testing.T, path string)
+	}{
+		{"a byte flipped in place, modification time put back", func(t *testing.T, path string) {
+			info, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := make([]byte, 1)
+			if _, err := f.ReadAt(b, info.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+			b[0] ^= 0xff
+			if _, err := f.WriteAt(b, info.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// Only the change time, which user space cannot set, still tells.
+			if err := os.Chtimes(path, info.ModTime(), info.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"the file replaced by a damaged copy", func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)/2] ^= 0xff
+			tmp := path + ".new"
+			if err := os.WriteFile(tmp, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(tmp, path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, cache.WithVerifyInterval(time.Hour))
+			d, want := e.up.addBlob(t, app.Path, 1<<20)
+			if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
+				t.Fatal(err)
+			}
+			e.waitFills(t)
+			for _, wantHow := range []string{"", "trusted"} {
+				if _, err, how := e.wholeRead(t, d); err != nil || (wantHow != "" && how != wantHow) {
+					t.Fatalf("warm read: %v, %s; want %s", err, how, wantHow)
+				}
+			}
+
+			tc.damage(t, e.storedBlobPath(t, d))
+			got, err, how := e.wholeRead(t, d)
+			if err == nil || how != "hashed" || len(got) >= len(want) {
+				t.Fatalf("read of the damaged file: %d of %d bytes, err %v, %s; want it hashed and cut before its end", len(got), len(want), err, how)
+			}
+			if n := e.metric(t, "hubcache_blob_verify_failures_total", nil); n != 1 {
+				t.Fatalf("verify failures = %v, want 1", n)
+			}
+			// Dropped: the next read fills again from upstream and gets the right bytes.
+			got, err = readBlob(t.Context(), mustBlob(t, e, d), 0, -1)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("read after the drop: %d bytes, %v", len(got), err)
+			}
+			if n := e.up.count("GET blob"); n != 2 {
+				t.Fatalf("upstream blob GETs = %d, want 2 (the fill and the refill)", n)
+			}
+		})
+	}
+}
+
+func mustBlob(t *testing.T, e *env, d v1.Hash) cache.Blob {
+	t.Helper()
+	b, err := e.c.Blob(t.Context(), app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
