@@ -37,5 +37,9 @@ func IsHostComponent(first string) bool {
 	return first == "localhost" || strings.ContainsAny(first, ".:") || strings.ToLower(first) != first
 }
 
-// ValidTag reports whether s is a tag in the reference grammar.
-func ValidTag(s string) bool { return tagPattern.MatchString(s) }
+// MaxTagLength is the longest tag the reference grammar allows.
+const MaxTagLength = 128
+
+// ValidTag reports whether s is a tag in the reference grammar. The length is checked first,
+// so a request path of any size costs no more than a tag's length of matching.
+func ValidTag(s string) bool { return len(s) <= MaxTagLength && tagPattern.MatchString(s) }

@@ -118,3 +118,20 @@ func TestParseReadsTheLongestValidReferenceAndNothingLonger(t *testing.T) {
 		}
 	}
 }
+
+func TestValidTagStopsAtTheGrammarsLength(t *testing.T) {
+	for _, tc := range []struct {
+		tag  string
+		want bool
+	}{
+		{"1.27", true},
+		{strings.Repeat("a", MaxTagLength), true},
+		{strings.Repeat("a", MaxTagLength+1), false},
+		{strings.Repeat("a", 1<<20), false},
+		{"-leading-dash", false},
+	} {
+		if got := ValidTag(tc.tag); got != tc.want {
+			t.Errorf("ValidTag(%.20q… of %d) = %v, want %v", tc.tag, len(tc.tag), got, tc.want)
+		}
+	}
+}
