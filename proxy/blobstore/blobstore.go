@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -42,10 +43,15 @@ type Writer interface {
 }
 
 // Versioned is implemented by the readers Open returns when the store can name the version
-// of the object being read: a string that changes whenever the object's bytes can have
-// changed (for a file, its device, inode, size, modification and change times; for an S3
-// object, its ETag and Last-Modified). "" means unknown. The cache hashes an unchanged version
-// once per verify interval instead of on every read.
+// of the object being read: id changes whenever the object's bytes can have changed through
+// the file system or the store's API (for a file, its device, inode, size, modification and
+// change times; for an S3 object, its version ID, ETag and Last-Modified), and changed is when
+// the object last changed as far as the store can tell. id "" means unknown. The cache hashes
+// an unchanged version once per verify interval instead of on every read.
 type Versioned interface {
-	Version() string
+	Version() (id string, changed time.Time)
 }
+
+// ErrChanged is returned by a reader that finds, before its last bytes, that the object
+// changed while it was being read: what was read may mix two versions.
+var ErrChanged = errors.New("object changed while it was read")

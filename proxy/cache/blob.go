@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -250,17 +251,43 @@ func (b *storedBlob) Open(ctx context.Context, offset, length int64) (io.ReadClo
 // it, so a file can go to the socket with sendfile.
 func (c *Cache) verifiedRead(d v1.Hash, size int64, rc io.ReadCloser) io.ReadCloser {
 	var version string
+	var changed time.Time
 	if v, ok := rc.(blobstore.Versioned); ok {
-		version = v.Version()
+		version, changed = v.Version()
 	}
 	if c.verified.fresh(d, version) {
 		c.m.trustedReads.Inc()
+		if wt, ok := rc.(io.WriterTo); ok {
+			rc = &trustedSend{ReadCloser: rc, wt: wt, forget: func() { c.verified.forget(d) }}
+		}
 		return countBytes(rc, c.m.servedFromCache)
 	}
 	c.m.hashedReads.Inc()
-	vr := verify.NewReader(rc, d, size, func(err error) { c.damagedBlob(d, err) }).
-		OnVerified(func() { c.verified.record(d, version) })
+	vr := verify.NewReader(rc, d, size, func(err error) { c.damagedBlob(d, err) })
+	// A version that changed moments before this read began may change again within the
+	// same tick of the store's clock without a new version (coarse file times, S3's
+	// one-second Last-Modified): it is hashed until it is older than that.
+	if time.Since(changed) >= c.verified.racy {
+		vr.OnVerified(func() { c.verified.record(d, version) })
+	}
 	return countBytes(vr, c.m.servedFromCache)
+}
+
+// trustedSend is an unhashed send of a trusted version. When the store's reader finds the
+// object changed while it was sent (blobstore.ErrChanged; the response is then cut), the
+// trust is dropped.
+type trustedSend struct {
+	io.ReadCloser
+	wt     io.WriterTo
+	forget func()
+}
+
+func (s *trustedSend) WriteTo(w io.Writer) (int64, error) {
+	n, err := s.wt.WriteTo(w)
+	if errors.Is(err, blobstore.ErrChanged) {
+		s.forget()
+	}
+	return n, err
 }
 
 // countBytes reports the bytes read from rc to add. A reader that can send itself

@@ -68,6 +68,7 @@ type options struct {
 	maxFills        int
 	maxUnknownSize  int64
 	verifyInterval  time.Duration
+	racyWindow      *time.Duration // tests only (export_test.go); nil: racyWindow
 }
 
 // WithTagTTL sets how long a tag is served without asking upstream (default 5m). Zero
@@ -198,6 +199,9 @@ func New(blobs blobstore.Store, meta metadata.Store, up Upstream, opts ...Option
 		verified: newVerifiedReads(o.verifyInterval, o.now),
 
 		touches: &toucher{every: o.touchInterval, last: map[v1.Hash]time.Time{}},
+	}
+	if o.racyWindow != nil {
+		c.verified.racy = *o.racyWindow
 	}
 	c.ev, _ = meta.(metadata.Evictor)
 	if o.registries != nil {

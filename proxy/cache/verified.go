@@ -21,8 +21,14 @@ import (
 const DefaultVerifyInterval = time.Hour
 
 // maxVerified bounds the remembered versions; when full, expired entries are dropped, then
-// the map starts over (a forgotten version is only hashed again).
+// an eighth of the rest (a forgotten version is only hashed again).
 const maxVerified = 1 << 16
+
+// racyWindow is how old a version must be, when a read that hashes it begins, for that read
+// to vouch for it: a file system with coarse timestamps (Linux before 6.13 keeps them to the
+// clock tick) or S3's one-second Last-Modified can take a second write in the same tick
+// without a new version. Git judges its index "racily clean" by the same rule.
+const racyWindow = 2 * time.Second
 
 type verifiedVersion struct {
 	version string
@@ -34,13 +40,14 @@ type verifiedVersion struct {
 type verifiedReads struct {
 	interval time.Duration
 	now      func() time.Time
+	racy     time.Duration // racyWindow; tests shorten it
 
 	mu sync.Mutex
 	m  map[v1.Hash]verifiedVersion
 }
 
 func newVerifiedReads(interval time.Duration, now func() time.Time) *verifiedReads {
-	return &verifiedReads{interval: interval, now: now, m: map[v1.Hash]verifiedVersion{}}
+	return &verifiedReads{interval: interval, now: now, racy: racyWindow, m: map[v1.Hash]verifiedVersion{}}
 }
 
 // fresh reports whether version of d hashed correctly less than the interval ago.
@@ -63,16 +70,25 @@ func (v *verifiedReads) record(d v1.Hash, version string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, ok := v.m[d]; !ok && len(v.m) >= maxVerified {
-		for k, e := range v.m {
-			if now.Sub(e.at) >= v.interval {
-				delete(v.m, k)
-			}
-		}
-		if len(v.m) >= maxVerified {
-			clear(v.m)
-		}
+		v.makeRoom(now)
 	}
 	v.m[d] = verifiedVersion{version: version, at: now}
+}
+
+// makeRoom drops the expired entries, and if that is not an eighth of the map, as many more
+// (map order is random): the scan runs once per maxVerified/8 new entries at most.
+func (v *verifiedReads) makeRoom(now time.Time) {
+	for k, e := range v.m {
+		if now.Sub(e.at) >= v.interval {
+			delete(v.m, k)
+		}
+	}
+	for k := range v.m {
+		if len(v.m) <= maxVerified-maxVerified/8 {
+			break
+		}
+		delete(v.m, k)
+	}
 }
 
 // forget drops what is known of d (it was found damaged, or deleted).

@@ -50,7 +50,7 @@ func (e *env) wholeRead(t *testing.T, d v1.Hash) (got []byte, readErr error, how
 }
 
 func TestAnUnchangedBlobIsHashedOncePerVerifyInterval(t *testing.T) {
-	e := newEnv(t, cache.WithVerifyInterval(time.Hour))
+	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
 	d, want := e.up.addBlob(t, app.Path, 1<<20)
 	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil { // the cold fill
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestAnUnchangedBlobIsHashedOncePerVerifyInterval(t *testing.T) {
 }
 
 func TestAZeroVerifyIntervalHashesEveryWholeRead(t *testing.T) {
-	e := newEnv(t, cache.WithVerifyInterval(0))
+	e := newEnv(t, cache.WithVerifyInterval(0), cache.WithRacyWindow(0))
 	d, _ := e.up.addBlob(t, app.Path, 1<<20)
 	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestADamagedFileIsCaughtEvenRightAfterATrustedRead(t *testing.T) {
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, cache.WithVerifyInterval(time.Hour))
+			e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
 			d, want := e.up.addBlob(t, app.Path, 1<<20)
 			if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
 				t.Fatal(err)
@@ -173,4 +173,85 @@ func mustBlob(t *testing.T, e *env, d v1.Hash) cache.Blob {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestAVersionYoungerThanTheRacyWindowIsNotTrusted(t *testing.T) {
+	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(time.Hour))
+	d, _ := e.up.addBlob(t, app.Path, 1<<20)
+	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFills(t)
+	// The file was written moments ago: a second write in the same clock tick could keep its
+	// version, so no read vouches for it yet.
+	for i := range 3 {
+		if _, err, how := e.wholeRead(t, d); err != nil || how != "hashed" {
+			t.Fatalf("read %d: %v, %s; want hashed", i, err, how)
+		}
+	}
+}
+
+// flipWriter flips a byte in the middle of a file after the first bytes went out, as a write
+// to the file while a trusted read is being sent.
+type flipWriter struct {
+	t       *testing.T
+	path    string
+	flipped bool
+	got     bytes.Buffer
+}
+
+func (w *flipWriter) Write(p []byte) (int, error) {
+	if !w.flipped && w.got.Len() > 0 {
+		w.flipped = true
+		f, err := os.OpenFile(w.path, os.O_RDWR, 0)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		info, _ := f.Stat()
+		b := make([]byte, 1)
+		if _, err := f.ReadAt(b, info.Size()/2); err != nil {
+			w.t.Fatal(err)
+		}
+		b[0] ^= 0xff
+		if _, err := f.WriteAt(b, info.Size()/2); err != nil {
+			w.t.Fatal(err)
+		}
+		_ = f.Close()
+	}
+	return w.got.Write(p)
+}
+
+func TestAFileWrittenWhileATrustedReadIsSentIsCutBeforeItsEnd(t *testing.T) {
+	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
+	d, want := e.up.addBlob(t, app.Path, 1<<20)
+	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	e.waitFills(t)
+	for _, wantHow := range []string{"", "trusted"} {
+		if _, err, how := e.wholeRead(t, d); err != nil || (wantHow != "" && how != wantHow) {
+			t.Fatalf("warm read: %v, %s; want %s", err, how, wantHow)
+		}
+	}
+
+	// Trusted again, sent the way the registry handler sends it (WriteTo); the file changes
+	// after the first bytes are out.
+	rc, err := mustBlob(t, e, d).Open(t.Context(), 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	wt, ok := rc.(io.WriterTo)
+	if !ok {
+		t.Fatalf("a trusted read of a stored file (%T) cannot send itself", rc)
+	}
+	w := &flipWriter{t: t, path: e.storedBlobPath(t, d)}
+	n, err := wt.WriteTo(w)
+	if err == nil || n >= int64(len(want)) {
+		t.Fatalf("sent %d of %d bytes, err %v; want the send cut before its end", n, len(want), err)
+	}
+	// The trust is gone: the next read is hashed, finds the damage, cuts and drops it.
+	if got, err, how := e.wholeRead(t, d); err == nil || how != "hashed" || len(got) >= len(want) {
+		t.Fatalf("next read: %d bytes, err %v, %s; want hashed and cut", len(got), err, how)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -160,7 +161,7 @@ const progressChunk = 64 << 10
 
 func progressHandler(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		pw := &progressWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: d}
+		pw := &progressWriter{ResponseWriter: w, rc: http.NewResponseController(w), d: d, tls: r.TLS != nil}
 		// A deadline left by the previous request on this connection must not cut this one.
 		pw.renew()
 		h.ServeHTTP(pw, r)
@@ -174,8 +175,9 @@ func progressHandler(h http.Handler, d time.Duration) http.Handler {
 // flush.
 type progressWriter struct {
 	http.ResponseWriter
-	rc *http.ResponseController
-	d  time.Duration
+	rc  *http.ResponseController
+	d   time.Duration
+	tls bool // a timed-out write breaks a TLS connection for good
 }
 
 func (w *progressWriter) renew() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.d)) }
@@ -200,32 +202,28 @@ func (w *progressWriter) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// sendChunk is the most sent from a file under one deadline when the body goes out with
-// sendfile: a reader must take 1 MiB per period (17 KiB/s at the default 60 s), and a
-// stalled one is cut.
-const sendChunk = 1 << 20
-
-// ReadFrom lets a stored file reach the connection's ReadFrom (sendfile) while the deadline
-// still moves forward with progress: the file is sent in pieces of sendChunk. Anything but a
-// bare *io.LimitedReader (the shape sendfile takes) is copied through Write.
+// ReadFrom lets a stored file reach the connection's ReadFrom (sendfile, over plain TCP)
+// whole, with no piece-by-piece overhead, while a slow but moving reader is still never cut:
+// when the deadline passes and bytes went out since it was set, it is set again and the send
+// goes on; a period with no byte sent cuts the reader. So a stalled reader is cut after one
+// to two periods here, instead of one. Over TLS (a timed-out write breaks the connection) and
+// for anything but a bare *io.LimitedReader (the shape sendfile takes), the body goes through
+// Write, in pieces of progressChunk.
 func (w *progressWriter) ReadFrom(src io.Reader) (int64, error) {
 	rf, ok := w.ResponseWriter.(io.ReaderFrom)
 	lr, limited := src.(*io.LimitedReader)
-	if !ok || !limited {
+	if !ok || !limited || w.tls {
 		return io.Copy(writerOnly{w}, src)
 	}
 	var total int64
-	for lr.N > 0 {
+	for {
 		w.renew()
-		piece := &io.LimitedReader{R: lr.R, N: min(lr.N, sendChunk)}
-		n, err := rf.ReadFrom(piece)
+		n, err := rf.ReadFrom(lr) // the net package counts lr.N down as it sends
 		total += n
-		lr.N -= n
-		if err != nil || n == 0 {
+		if err == nil || n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 			return total, err
 		}
 	}
-	return total, nil
 }
 
 // writerOnly hides ReadFrom, so io.Copy writes through Write.

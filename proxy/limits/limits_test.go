@@ -3,8 +3,14 @@ package limits_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -202,31 +208,90 @@ func TestAReaderThatStopsReadingAFileSentWithSendfileIsCut(t *testing.T) {
 }
 
 func TestASlowButMovingReaderGetsAWholeFileSentWithSendfile(t *testing.T) {
-	result := make(chan error, 1)
-	h, body := fileHandler(t, 6<<20, result)
-	addr := serve(t, limits.Config{WriteProgress: 2 * time.Second, MaxConnections: 4}, h)
-	resp, err := http.Get("http://" + addr + "/")
+	// Small socket buffers on both ends, so the progress deadline, not the kernel's
+	// buffering, decides: the reader takes 256 KiB/s, a 1 MiB piece would need 4 s of a 1 s
+	// deadline, a 64 KiB piece takes a quarter of a second.
+	for _, useTLS := range []bool{false, true} {
+		t.Run(fmt.Sprintf("tls=%v", useTLS), func(t *testing.T) {
+			result := make(chan error, 1)
+			h, body := fileHandler(t, 1<<20, result)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := limits.Config{WriteProgress: time.Second, MaxConnections: 4}
+			srv := &http.Server{Handler: h}
+			cfg.Apply(srv)
+			l := cfg.Listener(smallSendBuffers{ln})
+			if useTLS {
+				l = tls.NewListener(l, selfSigned(t))
+			}
+			go func() { _ = srv.Serve(l) }()
+			t.Cleanup(func() { _ = srv.Close() })
+
+			raw, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = raw.(*net.TCPConn).SetReadBuffer(16 << 10)
+			conn := raw
+			if useTLS {
+				conn = tls.Client(raw, &tls.Config{InsecureSkipVerify: true})
+			}
+			defer conn.Close()
+			if _, err := fmt.Fprintf(conn, "GET /blob HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := resp.Body.Read(buf)
+				got = append(got, buf[:n]...)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %d bytes: %v", len(got), err)
+				}
+				time.Sleep(time.Duration(n) * time.Second / (256 << 10))
+			}
+			if !bytes.Equal(got, body) {
+				t.Fatalf("read %d bytes, want the file's %d", len(got), len(body))
+			}
+			if err := <-result; err != nil {
+				t.Fatalf("handler: %v", err)
+			}
+		})
+	}
+}
+
+// smallSendBuffers gives accepted connections a 64 KiB send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(64 << 10)
+	}
+	return c, err
+}
+
+// selfSigned returns a server TLS configuration with a fresh self-signed certificate.
+func selfSigned(t *testing.T) *tls.Config {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var got []byte
-	buf := make([]byte, 512<<10)
-	for {
-		m, err := resp.Body.Read(buf)
-		got = append(got, buf[:m]...)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("after %d bytes: %v", len(got), err)
-		}
-		time.Sleep(50 * time.Millisecond) // slower than the sender, never stalled
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !bytes.Equal(got, body) {
-		t.Fatalf("read %d bytes, want the file's %d", len(got), len(body))
-	}
-	if err := <-result; err != nil {
-		t.Fatalf("handler: %v", err)
-	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }

@@ -3,7 +3,10 @@ package oci
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"syscall"
 )
 
 // Stream copies src to w through buf, flushing after every chunk so a waiting client gets
@@ -34,13 +37,30 @@ func Stream(w http.ResponseWriter, src io.Reader, buf []byte) (written int64, re
 }
 
 // Send copies src to w like Stream, except that a src that can send itself (io.WriterTo: a
-// stored file, which goes to the socket with sendfile) does so. Its failures cannot be told
-// apart (one system call reads and writes): they are reported as writeErr, and a short send
-// is the caller's to notice from written.
+// stored file, which goes to the socket with sendfile) does so. One system call reads and
+// writes there, so its failures are sorted by kind: the connection's (a network error, a
+// closed or reset socket, the write deadline) are writeErr, anything else (a disk's EIO, a
+// file that changed) readErr. A short send is the caller's to notice from written.
 func Send(w http.ResponseWriter, src io.Reader, buf func() []byte) (written int64, readErr, writeErr error) {
-	if wt, ok := src.(io.WriterTo); ok {
-		written, err := wt.WriteTo(w)
+	wt, ok := src.(io.WriterTo)
+	if !ok {
+		return Stream(w, src, buf())
+	}
+	written, err := wt.WriteTo(w)
+	if err != nil && connectionError(err) {
 		return written, nil, err
 	}
-	return Stream(w, src, buf())
+	return written, err, nil
+}
+
+// connectionError reports whether err is the connection's. sendfile's failures, the file's
+// included, all come wrapped in the same *net.OpError, so the cause decides.
+func connectionError(err error) bool {
+	for _, conn := range []error{syscall.EPIPE, syscall.ECONNRESET, syscall.ECONNABORTED, syscall.ETIMEDOUT,
+		net.ErrClosed, os.ErrDeadlineExceeded, http.ErrHandlerTimeout, io.ErrClosedPipe} {
+		if errors.Is(err, conn) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,8 +3,11 @@ package oci
 import (
 	"errors"
 	"io"
+	"net"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -40,5 +43,41 @@ func TestStreamTellsAFailedSourceFromAGoneClient(t *testing.T) {
 	_, rerr, werr = Stream(brokenWriter{httptest.NewRecorder()}, strings.NewReader("abc"), make([]byte, 2))
 	if rerr != nil || werr == nil {
 		t.Fatalf("client failure: Stream = %v, %v; want a write error", rerr, werr)
+	}
+}
+
+// sender sends itself: n bytes, then err.
+type sender struct {
+	n   int
+	err error
+}
+
+func (s sender) Read([]byte) (int, error) { return 0, errors.New("Read called on a sender") }
+
+func (s sender) WriteTo(w io.Writer) (int64, error) {
+	n, _ := w.Write([]byte(strings.Repeat("x", s.n)))
+	return int64(n), s.err
+}
+
+func TestSendLetsASenderSendAndSortsItsFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		err            error
+		wantRead, want bool // a read error; a write error
+	}{
+		{"complete", nil, false, false},
+		{"the client reset the connection", &net.OpError{Op: "sendfile", Err: syscall.ECONNRESET}, false, true},
+		{"a broken pipe", syscall.EPIPE, false, true},
+		{"the write deadline", os.ErrDeadlineExceeded, false, true},
+		{"the disk failed", &net.OpError{Op: "readfrom", Err: syscall.EIO}, true, false},
+		{"the file changed", errors.New("object changed while it was read"), true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			n, rerr, werr := Send(w, sender{n: 10, err: tc.err}, func() []byte { t.Fatal("a sender needs no buffer"); return nil })
+			if n != 10 || (rerr != nil) != tc.wantRead || (werr != nil) != tc.want || w.Body.Len() != 10 {
+				t.Fatalf("Send = %d, %v, %v; want 10 bytes, read error %v, write error %v", n, rerr, werr, tc.wantRead, tc.want)
+			}
+		})
 	}
 }

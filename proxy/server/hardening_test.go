@@ -1,14 +1,17 @@
 package server_test
 
 import (
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/test/fakehub"
@@ -182,4 +185,60 @@ func firstLayerDigest(t *testing.T, img v1.Image) v1.Hash {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// TestAStoredFileWrittenWhileItIsBeingSentIsNeverAComplete200 damages a trusted layer's file
+// (one byte, in place) while a slow client is being sent it: the send is cut before its end.
+func TestAStoredFileWrittenWhileItIsBeingSentIsNeverAComplete200(t *testing.T) {
+	hub := fakehub.New(t)
+	img := fakehub.RandomImage(t, 1, 32<<20, true)
+	hub.Push(t, "library/app", "v1", img)
+	blobs := t.TempDir()
+	_, host := start(t, hub, server.WithBlobStoreURL("file://"+blobs))
+	pullAll(t, host+"/docker.io/library/app:v1")
+	layer := firstLayerDigest(t, img)
+	url := "http://" + host + "/v2/docker.io/library/app/blobs/" + layer.String()
+
+	// Older than the racy window, hashed once: later reads are trusted (sendfile).
+	time.Sleep(2100 * time.Millisecond)
+	for range 2 {
+		if code := getStatus(t, url); code != http.StatusOK {
+			t.Fatalf("warm GET = %d", code)
+		}
+	}
+
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.ReadFull(resp.Body, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(blobs, "blobs", "sha256", layer.Hex[:2], layer.Hex)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, 30<<20); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, 30<<20); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+
+	rest, err := io.ReadAll(resp.Body)
+	if err == nil {
+		t.Fatalf("the damaged file was sent as a complete 200 (%d more bytes)", len(rest))
+	}
+	// Trust dropped: the next GET hashes, cuts and drops it; the one after fetches it again.
+	if _, body, err := get(t, url); err == nil {
+		t.Fatalf("the GET after the cut got a complete body of %d bytes", len(body))
+	}
+	if _, body, err := get(t, url); err != nil || sha256Hex(body) != layer.Hex {
+		t.Fatalf("the GET after the drop: %d bytes, %v; want the layer", len(body), err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
@@ -103,6 +104,9 @@ func TestADamagedBlobAtRestIsCutDroppedAndFetchedAgain(t *testing.T) {
 				t.Fatalf("cold pull: %v", err)
 			}
 			layer := app.layers[1]
+			// A stored object is trusted only once it is older than 2 s when a read hashes it
+			// (coarse file and S3 timestamps).
+			time.Sleep(2100 * time.Millisecond)
 			// Two warm reads: the first hashes the stored blob, the second trusts it
 			// (--verify-interval). The damage below must be caught even so: it gives the file
 			// or the object a new version.

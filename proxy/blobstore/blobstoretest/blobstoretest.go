@@ -612,7 +612,11 @@ func testVersion(t *testing.T, s blobstore.Store) {
 		}
 		defer rc.Close()
 		if v, ok := rc.(blobstore.Versioned); ok {
-			return v.Version()
+			id, changed := v.Version()
+			if id != "" && (changed.IsZero() || changed.After(time.Now().Add(time.Minute))) {
+				t.Errorf("version %q changed at %v: want a time, not in the future", id, changed)
+			}
+			return id
 		}
 		return ""
 	}

@@ -171,8 +171,13 @@ func (s *Store) Open(ctx context.Context, d v1.Hash, offset, length int64) (io.R
 	if length >= 0 && length < n {
 		n = length
 	}
-	return &section{SectionReader: io.NewSectionReader(f, offset, n), f: f, off: offset, n: n, version: version(info)}, nil
+	id, changed := version(info)
+	return &section{SectionReader: io.NewSectionReader(f, offset, n), f: f, off: offset, n: n, version: id, changed: changed}, nil
 }
+
+// tailSize is how much of a range WriteTo holds back and reads into memory before it checks
+// that the file did not change while the rest went out.
+const tailSize = 64 << 10
 
 // section reads a byte range of an open object file.
 type section struct {
@@ -180,32 +185,65 @@ type section struct {
 	f       *os.File
 	off, n  int64
 	version string
+	changed time.Time
 }
 
 func (s *section) Close() error { return s.f.Close() }
 
 // Version names the file read, taken from the open descriptor, so a rename racing with Open
 // cannot mix up two files.
-func (s *section) Version() string { return s.version }
+func (s *section) Version() (string, time.Time) { return s.version, s.changed }
 
 // WriteTo sends the rest of the range to w. When w ends at a TCP connection
 // (http.ResponseWriter and its wrappers pass io.ReaderFrom through), the kernel copies the
 // file to the socket with sendfile: no user-space buffer and no copy.
+//
+// sendfile copies whatever the file holds while it sends, and nothing hashes those bytes. So
+// the last tailSize bytes are held back: they are read into memory, then the file's version is
+// taken again from the descriptor, and they are sent only if it is the version Open saw. A
+// file written while it was being sent fails with blobstore.ErrChanged before the response is
+// complete; a write after that check changed nothing that was sent.
 func (s *section) WriteTo(w io.Writer) (int64, error) {
 	pos, err := s.SectionReader.Seek(0, io.SeekCurrent)
 	if err != nil {
 		return 0, err
 	}
+	rest := s.n - pos
+	tail := min(rest, tailSize)
 	if _, err := s.f.Seek(s.off+pos, io.SeekStart); err != nil {
 		return 0, fmt.Errorf("seek blob file: %w", err)
 	}
 	// A bare *io.LimitedReader over the *os.File is the shape the net package hands to
 	// sendfile; it has no WriteTo of its own, so io.Copy asks w to ReadFrom it.
-	n, err := io.Copy(w, &io.LimitedReader{R: s.f, N: s.n - pos})
+	n, err := io.Copy(w, &io.LimitedReader{R: s.f, N: rest - tail})
+	if err == nil && n == rest-tail && tail > 0 {
+		var m int
+		m, err = s.sendTail(w, s.off+pos+n, tail)
+		n += int64(m)
+	}
 	if _, serr := s.SectionReader.Seek(pos+n, io.SeekStart); serr != nil && err == nil {
 		err = serr
 	}
 	return n, err
+}
+
+// sendTail reads the n bytes at off, checks the file is unchanged, and writes them to w.
+func (s *section) sendTail(w io.Writer, off, n int64) (int, error) {
+	buf := make([]byte, n)
+	got, err := s.f.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("read blob file: %w", err)
+	}
+	if s.version != "" {
+		info, err := s.f.Stat()
+		if err != nil {
+			return 0, fmt.Errorf("stat blob file: %w", err)
+		}
+		if id, _ := version(info); id != s.version {
+			return 0, fmt.Errorf("%w: %s", blobstore.ErrChanged, s.f.Name())
+		}
+	}
+	return w.Write(buf[:got])
 }
 
 // Create starts a write into a temporary file. The context bounds the whole write: once it is

@@ -2,7 +2,10 @@
 
 package file
 
-import "io/fs"
+import (
+	"io/fs"
+	"time"
+)
 
 // version is unknown off Linux: every whole read is hashed.
-func version(fs.FileInfo) string { return "" }
+func version(fs.FileInfo) (string, time.Time) { return "", time.Time{} }

@@ -226,26 +226,26 @@ func (s *Store) Open(ctx context.Context, d v1.Hash, offset, length int64) (io.R
 		// The server ignored Range and sent the whole object: cut the range out ourselves.
 		return skipLimit(out.Body, offset, length)
 	}
-	return &objectBody{ReadCloser: out.Body, version: objectVersion(out)}, nil
+	body := &objectBody{ReadCloser: out.Body}
+	if out.ETag != nil && out.LastModified != nil {
+		body.version = aws.ToString(out.VersionId) + ":" + *out.ETag + ":" + out.LastModified.UTC().Format(time.RFC3339Nano)
+		body.changed = *out.LastModified
+	}
+	return body, nil
 }
 
-// objectBody is an object's body that names the object's version.
+// objectBody is an object's body that names the object's version. A GET's body is one
+// version of the object, whatever happens to the object meanwhile.
 type objectBody struct {
 	io.ReadCloser
 	version string
+	changed time.Time
 }
 
 // Version is the object's version ID (on a versioned bucket), ETag and Last-Modified, as the
-// GET returned them: overwriting the object changes Last-Modified, and its ETag unless the
+// GET returned them: overwriting the object moves Last-Modified, and its ETag unless the
 // bytes are the same.
-func (b *objectBody) Version() string { return b.version }
-
-func objectVersion(out *s3.GetObjectOutput) string {
-	if out.ETag == nil || out.LastModified == nil {
-		return ""
-	}
-	return aws.ToString(out.VersionId) + ":" + *out.ETag + ":" + out.LastModified.UTC().Format(time.RFC3339Nano)
-}
+func (b *objectBody) Version() (string, time.Time) { return b.version, b.changed }
 
 // Delete removes the object; a missing object is not an error.
 func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
