@@ -140,7 +140,8 @@ func (f *fill) run(ctx context.Context) error {
 	// verify checks the bytes in and lets the readers have the last byte. With a known size it
 	// runs as soon as that many bytes are in, before upstream's end: a body that ends later (a
 	// holder replica ends its stream only once it has stored the blob, proxy/fillcoord) does
-	// not hold back the clients of bytes already verified.
+	// not hold back the clients of bytes already verified. A body that then fails or sends
+	// more still fails the fill (nothing is stored; readers not done yet are cut), as before.
 	verify := func() error {
 		if size >= 0 && written != size {
 			return fmt.Errorf("%w: upstream sent %d of %d bytes of %s", ErrUnavailable, written, size, f.digest)
@@ -159,11 +160,6 @@ func (f *fill) run(ctx context.Context) error {
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			if size >= 0 && written+int64(n) > size {
-				if verified {
-					// The announced bytes are in and verified; nothing more is kept.
-					log.Warn("upstream sent more than the announced bytes after they were verified; ignoring the rest", "size", size)
-					break
-				}
 				return fmt.Errorf("%w: upstream sent more than the announced %d bytes", ErrUnavailable, size)
 			}
 			if size < 0 && written+int64(n) > c.opts.maxUnknownSize {
@@ -190,12 +186,6 @@ func (f *fill) run(ctx context.Context) error {
 			break
 		}
 		if rerr != nil {
-			if verified {
-				// Every byte is in and verified: the clients keep them. A body stored elsewhere
-				// is then found missing in the store, and the blob passes through uncached.
-				log.Warn("upstream body failed after its bytes were verified", "error", rerr.Error())
-				break
-			}
 			return fmt.Errorf("%w: reading blob %s from upstream after %d bytes: %w", ErrUnavailable, f.digest, written, rerr)
 		}
 	}
