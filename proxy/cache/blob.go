@@ -26,6 +26,14 @@ func (c *Cache) Blob(ctx context.Context, repo Repo, d v1.Hash) (Blob, error) {
 	if err := c.checkRegistry(repo); err != nil {
 		return nil, err
 	}
+	// A fill of d for repo is in progress here: join it without asking the stores. The blob
+	// cannot be linked to repo yet (the fill links it when it is stored), and a hundred clients
+	// pulling one cold image would otherwise each make a metadata query and a blob store stat
+	// per blob, all at once, before joining it. The fill is the one joinFill would join.
+	if f := c.fillFor(d); f != nil && f.repo == repo {
+		c.m.miss(kindBlob)
+		return f.wait(ctx)
+	}
 	b, err := c.cachedBlob(ctx, repo, d)
 	if err == nil {
 		c.m.hit(kindBlob)

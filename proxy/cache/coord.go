@@ -16,8 +16,9 @@ var ErrNoFill = errors.New("no fill of this blob here")
 
 // OpenFill reads d from offset to the end for another replica (proxy/fillcoord): from the
 // fill in progress here, as its bytes arrive, else from the store. Like every fill reader, it
-// fails rather than end early when the fill fails; unlike a client's, it holds back the last
-// byte until the blob is committed too, so the follower finds the object in the store.
+// fails rather than end early when the fill fails, and has the last byte once the digest is
+// verified; unlike a client's, it ends only when the fill has ended (the blob is committed), so
+// the follower, whose own clients have every byte by then, finds the object in the store.
 func (c *Cache) OpenFill(ctx context.Context, d v1.Hash, offset int64) (int64, io.ReadCloser, error) {
 	if f := c.fillFor(d); f != nil {
 		if _, err := f.wait(ctx); err != nil {

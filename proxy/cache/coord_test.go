@@ -18,8 +18,19 @@ import (
 )
 
 // peerUpstream hands out bodies that another replica stores (as proxy/fillcoord's followers do).
+// With end set, a body ends only once end is closed, after all its bytes (as a holder's
+// stream ends once the holder has stored the blob).
 type peerUpstream struct {
 	*fakeUpstream
+	end chan struct{}
+}
+
+// endsOn returns io.EOF once end is closed.
+type endsOn chan struct{}
+
+func (e endsOn) Read([]byte) (int, error) {
+	<-e
+	return 0, io.EOF
 }
 
 type peerBody struct{ io.ReadCloser }
@@ -31,11 +42,23 @@ func (p peerUpstream) GetBlob(ctx context.Context, registry, repo string, d v1.H
 	if err != nil {
 		return nil, 0, err
 	}
+	if p.end != nil {
+		rc = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(rc, endsOn(p.end)), rc}
+	}
 	return peerBody{rc}, size, nil
 }
 
 // newPeerEnv is newEnv with an upstream whose blob bodies are stored elsewhere.
 func newPeerEnv(t *testing.T) *env {
+	t.Helper()
+	return newPeerEnvEnding(t, nil)
+}
+
+// newPeerEnvEnding is newPeerEnv whose bodies end once end is closed (nil: at once).
+func newPeerEnvEnding(t *testing.T, end chan struct{}) *env {
 	t.Helper()
 	dir := t.TempDir()
 	blobs, err := file.New(filepath.Join(dir, "blobs"))
@@ -48,7 +71,7 @@ func newPeerEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { _ = meta.Close() })
 	e := &env{up: newFakeUpstream(), blobs: blobs, meta: meta, reg: prometheus.NewRegistry()}
-	c, err := cache.New(blobs, meta, peerUpstream{e.up},
+	c, err := cache.New(blobs, meta, peerUpstream{e.up, end},
 		cache.WithRegisterer(e.reg),
 		cache.WithSpoolDir(filepath.Join(dir, "spool")),
 		cache.WithLogger(slog.New(slog.DiscardHandler)),
@@ -110,6 +133,32 @@ func TestAFillOfABodyStoredElsewhere(t *testing.T) {
 				t.Errorf("object %v, linked %v; want object %v, linked %v", object, linked, tc.holderPuts, tc.wantLinked)
 			}
 		})
+	}
+}
+
+// A follower's clients get every verified byte and the end of their responses while the
+// holder's stream has not ended yet (the holder is still storing the blob); the follower then
+// links the object the holder stored.
+func TestAFollowersClientsDoNotWaitForTheHolderToStore(t *testing.T) {
+	end := make(chan struct{})
+	e := newPeerEnvEnding(t, end)
+	d, want := e.up.addBlob(t, app.Path, 1<<20)
+	b, err := e.c.Blob(t.Context(), app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBlob(t.Context(), b, 0, -1)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes (err %v) before the holder's stream ended, want the %d-byte blob", len(got), err, len(want))
+	}
+	if object, linked := e.committed(t, app, d); object || linked {
+		t.Fatalf("object %v, linked %v before the holder stored it", object, linked)
+	}
+	e.put(t, d, want) // the holder commits, then ends its stream
+	close(end)
+	e.waitFills(t)
+	if object, linked := e.committed(t, app, d); !object || !linked {
+		t.Errorf("object %v, linked %v after the holder stored it; want both", object, linked)
 	}
 }
 

@@ -136,6 +136,26 @@ func (f *fill) run(ctx context.Context) error {
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
 	var written int64
+	verified := false
+	// verify checks the bytes in and lets the readers have the last byte. With a known size it
+	// runs as soon as that many bytes are in, before upstream's end: a body that ends later (a
+	// holder replica ends its stream only once it has stored the blob, proxy/fillcoord) does
+	// not hold back the clients of bytes already verified. A body that then fails or sends
+	// more still fails the fill (nothing is stored; readers not done yet are cut), as before.
+	verify := func() error {
+		if size >= 0 && written != size {
+			return fmt.Errorf("%w: upstream sent %d of %d bytes of %s", ErrUnavailable, written, size, f.digest)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
+			return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
+		}
+		verified = true
+		f.mu.Lock()
+		f.verified = true
+		f.cond.Broadcast()
+		f.mu.Unlock()
+		return nil
+	}
 	for {
 		n, rerr := body.Read(buf)
 		if n > 0 {
@@ -156,6 +176,11 @@ func (f *fill) run(ctx context.Context) error {
 			f.written = written
 			f.cond.Broadcast()
 			f.mu.Unlock()
+			if size >= 0 && written == size {
+				if err := verify(); err != nil {
+					return err
+				}
+			}
 		}
 		if rerr == io.EOF {
 			break
@@ -164,18 +189,13 @@ func (f *fill) run(ctx context.Context) error {
 			return fmt.Errorf("%w: reading blob %s from upstream after %d bytes: %w", ErrUnavailable, f.digest, written, rerr)
 		}
 	}
-	if size >= 0 && written != size {
-		return fmt.Errorf("%w: upstream sent %d of %d bytes of %s", ErrUnavailable, written, size, f.digest)
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != f.digest.Hex {
-		return fmt.Errorf("%w: upstream bytes have digest sha256:%s, expected %s", ErrUnavailable, got, f.digest)
+	if !verified {
+		if err := verify(); err != nil {
+			return err
+		}
 	}
 	// From here on the fill cannot fail: storing and recording only log their failures. The
 	// clients need not wait for them: the file store syncs the whole file before it commits.
-	f.mu.Lock()
-	f.verified = true
-	f.cond.Broadcast()
-	f.mu.Unlock()
 	if !w.commit(ctx) && !c.committedElsewhere(ctx, body, f.digest, written) {
 		log.Info("blob passed through without caching", "size", written)
 		return nil
@@ -242,8 +262,9 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 	return f.open(ctx, offset, length, false)
 }
 
-// open is Open; untilStored holds the last byte until the fill has ended, for the replicas
-// that follow this fill (proxy/fillcoord): they look for the stored object once they have it.
+// open is Open; untilStored holds the end of the stream (not its bytes) until the fill has
+// ended, for the replicas that follow this fill (proxy/fillcoord): they get every byte as soon
+// as it is verified, and look for the stored object once their stream ends.
 func (f *fill) open(ctx context.Context, offset, length int64, untilStored bool) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -298,7 +319,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			f.mu.Unlock()
 			return 0, err
 		}
-		verified := f.done || (f.verified && !r.untilStored)
+		verified := f.done || f.verified
 		limit = f.written
 		if r.end >= 0 {
 			limit = min(limit, r.end)
@@ -313,7 +334,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		if r.pos < limit {
 			break
 		}
-		if verified {
+		if verified && (f.done || !r.untilStored) {
 			f.mu.Unlock()
 			return 0, io.EOF
 		}

@@ -16,12 +16,17 @@ type ManifestLeaser interface {
 	LeaseManifest(ctx context.Context, key string) (release func(), err error)
 }
 
-// Waiting for another replica's manifest fetch: how often the cache is looked at, and for how
-// long at most before fetching anyway (a holder that is alive but stuck; a dead holder's
-// lease expires sooner and is taken over).
+// Waiting for another replica's manifest fetch: the cache is looked at after
+// firstManifestPoll, then at intervals that double up to maxManifestPoll (a fetch usually
+// takes tens of milliseconds: a fixed 150 ms made every other replica's clients wait that long
+// for a manifest the holder had in 30 ms); and for maxManifestWait at most before fetching
+// anyway (a holder that is alive but stuck; a dead holder's lease expires sooner and is taken
+// over). A wait of 30 s costs at most about 200 looks per waiting replica and key: one waiter
+// per key and replica (the cache shares it between clients).
 const (
-	manifestPoll    = 150 * time.Millisecond
-	maxManifestWait = 30 * time.Second
+	firstManifestPoll = 10 * time.Millisecond
+	maxManifestPoll   = 150 * time.Millisecond
+	maxManifestWait   = 30 * time.Second
 )
 
 // leased runs fetch under the lease key when the upstream is coordinated. While another
@@ -35,7 +40,8 @@ func (c *Cache) leased(ctx context.Context, key string, cached, fetch func(conte
 		return fetch(ctx)
 	}
 	deadline := time.Now().Add(maxManifestWait)
-	t := time.NewTicker(manifestPoll)
+	poll := firstManifestPoll
+	t := time.NewTimer(poll)
 	defer t.Stop()
 	for {
 		release, err := l.LeaseManifest(ctx, key)
@@ -56,6 +62,8 @@ func (c *Cache) leased(ctx context.Context, key string, cached, fetch func(conte
 			return Manifest{}, ctx.Err()
 		case <-t.C:
 		}
+		poll = min(2*poll, maxManifestPoll)
+		t.Reset(poll)
 		m, err := cached(ctx)
 		if !errors.Is(err, errMiss) {
 			return m, err

@@ -69,9 +69,11 @@ func Handler(src Source, secret string, log *slog.Logger) http.Handler {
 		defer rc.Close()
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set(SizeHeader, strconv.FormatInt(size, 10))
-		if size >= 0 {
-			w.Header().Set("Content-Length", strconv.FormatInt(size-offset, 10))
-		}
+		// No Content-Length: the follower's body then ends when this handler returns, which
+		// for a fill in progress is once the fill has ended (the blob is stored), while every
+		// byte reaches it as soon as the digest checks out. With a length, the follower would
+		// see the end with the last byte and look for the object before it is stored. The
+		// follower knows the size from SizeHeader (and its own upstream HEAD).
 		w.WriteHeader(http.StatusOK)
 		if _, rerr, werr := oci.Stream(w, rc, make([]byte, 256<<10)); rerr != nil || werr != nil {
 			// Break the connection so that the follower sees a failure, not an end.

@@ -92,6 +92,10 @@ func (u *Upstream) GetBlob(ctx context.Context, registry, repo string, d v1.Hash
 		return u.Upstream.GetBlob(ctx, registry, repo, d)
 	}
 	if release != nil {
+		if body, size, ok := u.storedMeanwhile(ctx, registry, repo, d); ok {
+			release()
+			return body, size, nil
+		}
 		return u.holderGet(ctx, registry, repo, d, release)
 	}
 	size, err := u.Upstream.HeadBlob(ctx, registry, repo, d)
@@ -108,6 +112,41 @@ func (u *Upstream) GetBlob(ctx context.Context, registry, repo string, d v1.Hash
 	u.log.Debug("following the fill of another replica", "digest", d.String(), "holder", addr)
 	return &peerBody{u: u, ctx: ctx, registry: registry, repo: repo, d: d, size: size, addr: addr}, size, nil
 }
+
+// storedMeanwhile returns the stored object when another replica stored d between this
+// replica's look at the store (a miss) and its taking the lease (released by the holder once
+// the blob was stored): a small blob is filled in milliseconds, and the replicas of a stampede
+// ask for it at the same moment. Without this look, that replica fetched it from upstream a
+// second time. As for a follower, upstream's HEAD must confirm that repo has d with the
+// stored size (repository scoping); the cache verifies the digest of the bytes as it reads
+// them, and writes nothing (the object is already there).
+func (u *Upstream) storedMeanwhile(ctx context.Context, registry, repo string, d v1.Hash) (io.ReadCloser, int64, bool) {
+	if u.store == nil {
+		return nil, -1, false
+	}
+	size, err := u.store.Stat(ctx, d)
+	if err != nil {
+		// Not stored (or the store cannot say): fetch it.
+		return nil, -1, false
+	}
+	upSize, err := u.Upstream.HeadBlob(ctx, registry, repo, d)
+	if err != nil || upSize != size {
+		// Unconfirmed: upstream's own bytes (GET) decide, verified as always.
+		return nil, -1, false
+	}
+	rc, err := u.store.Open(ctx, d, 0, -1)
+	if err != nil {
+		return nil, -1, false
+	}
+	u.log.Debug("blob stored by another replica while this one took the lease; reading it from the store", "digest", d.String())
+	return &storedBody{ReadCloser: rc}, size, true
+}
+
+// storedBody is a blob read from the shared store: the cache does not write it again.
+type storedBody struct{ io.ReadCloser }
+
+// StoredElsewhere tells the cache that the object is already in the store (cache.StoredElsewhere).
+func (storedBody) StoredElsewhere() bool { return true }
 
 func (u *Upstream) holderGet(ctx context.Context, registry, repo string, d v1.Hash, release func()) (io.ReadCloser, int64, error) {
 	body, size, err := u.Upstream.GetBlob(ctx, registry, repo, d)

@@ -258,3 +258,62 @@ func TestAFollowerThatTakesOverStoresTheWholeVerifiedBlobItself(t *testing.T) {
 		t.Fatalf("after the takeover the store has (%d, %v), want the whole blob", size, err)
 	}
 }
+
+// A replica that takes the lease after the holder stored the blob and let the lease go (its
+// own look at the store came just before the commit) reads the stored object, once upstream's
+// HEAD confirms the repository has it with that size; unconfirmed, it fetches from upstream.
+func TestALeaseTakenAfterTheBlobWasStoredReadsTheStore(t *testing.T) {
+	cases := []struct {
+		name        string
+		headNoSize  bool
+		wantHubGets int
+	}{
+		{name: "confirmed by a HEAD: no upstream GET", wantHubGets: 0},
+		{name: "a HEAD without a size confirms nothing: upstream GET", headNoSize: true, wantHubGets: 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dsn := freshSchema(t)
+			h := newHub(t, 64<<10)
+			h.headNoSize = tc.headNoSize
+			store, err := file.New(t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			w, err := store.Create(t.Context(), h.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.Write(h.blob); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Commit(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			a := replica(t, dsn, "a", source{blob: h.blob, failAt: -1}, "k")
+			rc, _, err := fillcoord.NewUpstream(h, a, "k", store).GetBlob(t.Context(), "docker.io", "library/x", h.d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			se, ok := rc.(cache.StoredElsewhere)
+			if stored := ok && se.StoredElsewhere(); stored != (tc.wantHubGets == 0) {
+				t.Errorf("body stored elsewhere: %v, want %v", stored, tc.wantHubGets == 0)
+			}
+			got, err := io.ReadAll(rc)
+			_ = rc.Close()
+			if err != nil || !bytes.Equal(got, h.blob) {
+				t.Fatalf("read %d bytes (err %v), want the %d-byte blob", len(got), err, len(h.blob))
+			}
+			if n := h.getCount(); n != tc.wantHubGets {
+				t.Errorf("upstream saw %d GETs, want %d", n, tc.wantHubGets)
+			}
+			// The lease is free again either way.
+			b := replica(t, dsn, "b", source{blob: h.blob, failAt: -1}, "k")
+			release, _, err := b.Acquire(t.Context(), h.d.String())
+			if err != nil || release == nil {
+				t.Fatalf("the lease was not released (err %v)", err)
+			}
+			release()
+		})
+	}
+}

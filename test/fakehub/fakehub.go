@@ -605,6 +605,9 @@ type bodyWriter struct {
 	written int64
 	cut     bool
 	started bool
+	// Slow: when the first chunk went out, and how many have.
+	paceStart time.Time
+	chunks    int
 }
 
 const chunkSize = 32 << 10
@@ -650,17 +653,25 @@ func (b *bodyWriter) Write(p []byte) (int, error) {
 		}
 	case kindSlow:
 		for len(p) > 0 {
+			// Chunk k goes out at chunkDelay × k after the first, never earlier: the pace is a
+			// rate, as a link's is. Sleeping chunkDelay after each chunk instead made a body
+			// slower whenever this process was busy (the timers fire late), so a benchmark
+			// that loads the process with its clients got a slower upstream than one that
+			// does not.
+			if b.chunks == 0 {
+				b.paceStart = time.Now()
+			} else if !sleep(b.r, time.Until(b.paceStart.Add(time.Duration(b.chunks)*b.mode.chunkDelay))) {
+				return 0, b.r.Context().Err()
+			}
 			n := min(len(p), chunkSize)
 			if _, err := b.ResponseWriter.Write(p[:n]); err != nil {
 				return 0, err
 			}
+			b.chunks++
 			b.written += int64(n)
 			p = p[n:]
 			if f, ok := b.ResponseWriter.(http.Flusher); ok {
 				f.Flush()
-			}
-			if len(p) > 0 && !sleep(b.r, b.mode.chunkDelay) {
-				return 0, b.r.Context().Err()
 			}
 		}
 		return total, nil

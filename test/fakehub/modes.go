@@ -72,7 +72,9 @@ func Corrupt() Mode { return Mode{kind: kindCorrupt} }
 func Truncated() Mode { return Mode{kind: kindTruncated} }
 
 // Slow waits headerDelay before sending the response headers, then sends bodies in 32 KiB
-// chunks with chunkDelay between them. Waits end early when the client goes away.
+// chunks, one every chunkDelay (chunk k at k × chunkDelay after the first, never earlier; a
+// chunk that is late does not delay the ones after it). Waits end early when the client goes
+// away.
 func Slow(headerDelay, chunkDelay time.Duration) Mode {
 	return Mode{kind: kindSlow, headerDelay: headerDelay, chunkDelay: chunkDelay}
 }

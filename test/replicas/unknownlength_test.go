@@ -92,8 +92,14 @@ func TestAnEndlessUpstreamBlobIsCutAtTheUnknownSizeCapAndLeavesNothingBehind(t *
 	if n := hub.Counts().BlobGET[layer.String()]; n != 0 {
 		t.Errorf("upstream saw %d GETs of a blob that should be cached", n)
 	}
-	// Where the checks above looked is where the blob is kept.
-	if _, err := os.Stat(object); err != nil {
+	// Where the checks above looked is where the blob is kept. Clients get the last byte once
+	// the digest checks out, before the store's commit (and the GET above may have joined that
+	// fill still in progress): wait for the object, bounded.
+	_, err = os.Stat(object)
+	for deadline := time.Now().Add(30 * time.Second); err != nil && time.Now().Before(deadline); _, err = os.Stat(object) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
 		t.Errorf("the cached blob is not at %s: %v", object, err)
 	}
 }

@@ -1,10 +1,9 @@
 package pulls
 
 import (
-	"context"
 	"fmt"
-	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -62,6 +61,9 @@ func BenchmarkStampede(b *testing.B) {
 		single, stampede time.Duration
 		perBlob          []int // upstream GETs of each layer and the config
 		manifestGETs     int
+		// single is the one cold pull's steps; replicas the stampede's, leader first.
+		singleTimes pullTimes
+		replicas    []replicaTimes
 	}
 	image := 0
 	// cold pushes a new image of the row's shape, its blobs paced like a remote upstream.
@@ -84,7 +86,7 @@ func BenchmarkStampede(b *testing.B) {
 		var f figures
 		repo, _ := cold()
 		start := time.Now()
-		if err := newRegClient(s.bases[0], s.hc).pull(b.Context(), repo, "v1"); err != nil {
+		if err := timedPull(b.Context(), newRegClient(s.bases[0], s.hc), repo, true, start, &f.singleTimes); err != nil {
 			b.Fatalf("%s, one cold pull: %v", s.name, err)
 		}
 		f.single = time.Since(start)
@@ -92,6 +94,7 @@ func BenchmarkStampede(b *testing.B) {
 		repo, blobs := cold()
 		hub.Reset()
 		errs := make([]error, stampedeClients)
+		times := make([]pullTimes, stampedeClients)
 		var wg sync.WaitGroup
 		start = time.Now()
 		for i := range stampedeClients {
@@ -99,10 +102,12 @@ func BenchmarkStampede(b *testing.B) {
 			// Every client checks sizes; one per replica also checks every digest (hashing
 			// 100 copies would take the CPU the servers need on two cores).
 			verify := i < len(s.bases)
-			wg.Go(func() { errs[i] = stampedePull(b.Context(), c, repo, verify) })
+			times[i].replica = i % len(s.bases)
+			wg.Go(func() { errs[i] = timedPull(b.Context(), c, repo, verify, start, &times[i]) })
 		}
 		wg.Wait()
 		f.stampede = time.Since(start)
+		f.replicas = breakdown(times, len(s.bases))
 		for i, err := range errs {
 			if err != nil {
 				b.Fatalf("%s, stampede client %d: %v", s.name, i, err)
@@ -118,6 +123,10 @@ func BenchmarkStampede(b *testing.B) {
 
 	var hcRatio, distRatio, hcGets, distGets, hcSingle, hcWall, distSingle, distWall table.Samples
 	hcMaxGets, hcManifestGETs := 0, 0
+	// The breakdown, in ms from the start: the leader is the replica whose clients got the
+	// manifest first.
+	var hcSingleManifest, hcLeaderManifest, hcFollowerManifest, hcLeaderDone, hcFollowerDone table.Samples
+	ms := func(d time.Duration) float64 { return float64(d.Milliseconds()) }
 	record := func(s *stampedeSide, f figures) {
 		total := 0
 		for _, n := range f.perBlob {
@@ -127,7 +136,17 @@ func BenchmarkStampede(b *testing.B) {
 		ratio := f.stampede.Seconds() / f.single.Seconds()
 		b.Logf("%s: one cold pull %s, stampede %s (%.2f×); upstream GETs per blob %v, manifest GETs %d",
 			s.name, f.single.Round(time.Millisecond), f.stampede.Round(time.Millisecond), ratio, f.perBlob, f.manifestGETs)
+		b.Logf("%s: one cold pull: manifest %d ms, layers' first byte %d–%d ms, last byte %d ms; stampede: %s",
+			s.name, f.singleTimes.manifest.Milliseconds(), slices.Min(f.singleTimes.first).Milliseconds(), slices.Max(f.singleTimes.first).Milliseconds(),
+			slices.Max(f.singleTimes.last).Milliseconds(), formatBreakdown(f.replicas))
 		if s == hc {
+			hcSingleManifest = append(hcSingleManifest, ms(f.singleTimes.manifest))
+			hcLeaderManifest = append(hcLeaderManifest, ms(f.replicas[0].manifest))
+			hcLeaderDone = append(hcLeaderDone, ms(f.replicas[0].lastMax))
+			for _, r := range f.replicas[1:] {
+				hcFollowerManifest = append(hcFollowerManifest, ms(r.manifest))
+				hcFollowerDone = append(hcFollowerDone, ms(r.lastMax))
+			}
 			hcRatio, hcGets = append(hcRatio, ratio), append(hcGets, perBlob)
 			hcSingle, hcWall = append(hcSingle, f.single.Seconds()), append(hcWall, f.stampede.Seconds())
 			for _, n := range f.perBlob {
@@ -161,47 +180,9 @@ func BenchmarkStampede(b *testing.B) {
 		Runs:    len(hcRatio),
 		Target:  "1 upstream GET per blob; wall ≤ 1.2× one cold pull",
 		Verdict: table.Check(hcMaxGets == 1 && hcManifestGETs == 1 && hcRatio.Median() <= 1.2),
-		Notes: fmt.Sprintf("one cold pull / stampede: hubcache %.2f s / %.2f s, distribution %.2f s / %.2f s; hubcache's upstream manifest GETs per stampede: at most %d",
-			hcSingle.Median(), hcWall.Median(), distSingle.Median(), distWall.Median(), hcManifestGETs),
+		Notes: fmt.Sprintf("one cold pull / stampede: hubcache %.2f s / %.2f s, distribution %.2f s / %.2f s; hubcache's upstream manifest GETs per stampede: at most %d; "+
+			"hubcache's stampede by replica (ms from the start, medians): manifest %.0f on the replica that fetched it (one cold pull: %.0f), %.0f on the others; last client done %.0f there, %.0f on the others",
+			hcSingle.Median(), hcWall.Median(), distSingle.Median(), distWall.Median(), hcManifestGETs,
+			hcLeaderManifest.Median(), hcSingleManifest.Median(), hcFollowerManifest.Median(), hcLeaderDone.Median(), hcFollowerDone.Median()),
 	})
-}
-
-// stampedePull pulls repo:v1 like regClient.pull; without verify it checks sizes only.
-func stampedePull(ctx context.Context, c *regClient, repo string, verify bool) error {
-	if verify {
-		return c.pull(ctx, repo, "v1")
-	}
-	m, _, err := c.manifest(ctx, repo, "v1")
-	if err != nil {
-		return err
-	}
-	blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
-	errs := make([]error, len(blobs))
-	var wg sync.WaitGroup
-	for i, d := range blobs {
-		wg.Go(func() {
-			resp, err := c.do(ctx, http.MethodGet, repo, "blobs/"+d.Digest.String())
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer resp.Body.Close()
-			n, err := io.Copy(io.Discard, resp.Body)
-			switch {
-			case err != nil:
-				errs[i] = fmt.Errorf("GET blob %s: %w", d.Digest, err)
-			case resp.StatusCode != http.StatusOK:
-				errs[i] = fmt.Errorf("GET blob %s: %s", d.Digest, resp.Status)
-			case n != d.Size:
-				errs[i] = fmt.Errorf("GET blob %s: %d bytes, want %d", d.Digest, n, d.Size)
-			}
-		})
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
