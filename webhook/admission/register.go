@@ -43,11 +43,76 @@ func Register(srv webhook.Server, policy rewrite.Policy, opts ...Option) error {
 func (h *Handler) Webhook() *admission.Webhook {
 	base := logr.FromSlogHandler(h.log.Handler())
 	return &admission.Webhook{
-		Handler: encodedPatch{h},
-		LogConstructor: func(_ logr.Logger, req *admission.Request) logr.Logger {
-			return admission.DefaultLogConstructor(base, req)
-		},
+		Handler:        encodedPatch{h},
+		LogConstructor: requestLogger(base),
 	}
+}
+
+// requestLogger returns a LogConstructor that logs what admission.DefaultLogConstructor
+// would, the request's names and IDs included, but adds those values only when a line is
+// written. controller-runtime builds the request's logger twice for every request and, for a
+// good one, writes nothing with it (its lines are at V(5) or errors); adding the values to a
+// JSON handler encodes them at once, which was a tenth of the handler's allocations for a
+// small Pod.
+func requestLogger(base logr.Logger) func(logr.Logger, *admission.Request) logr.Logger {
+	return func(_ logr.Logger, req *admission.Request) logr.Logger {
+		if req == nil || base.GetSink() == nil {
+			return admission.DefaultLogConstructor(base, req)
+		}
+		return base.WithSink(&requestSink{base: base, req: req})
+	}
+}
+
+// requestSink is the sink of one request's logger: base's sink, with the request's values
+// added when something is logged. controller-runtime does not change the request after
+// building the logger, so reading it then gives the same values.
+type requestSink struct {
+	base logr.Logger
+	req  *admission.Request
+}
+
+// withValues is base's sink with the request's values, as DefaultLogConstructor adds them.
+func (s *requestSink) withValues() logr.LogSink {
+	return admission.DefaultLogConstructor(s.base, s.req).GetSink()
+}
+
+// forLine is withValues for writing a line from this sink's methods: one frame deeper, for a
+// handler that records the caller.
+func (s *requestSink) forLine() logr.LogSink {
+	sink := s.withValues()
+	if d, ok := sink.(logr.CallDepthLogSink); ok {
+		return d.WithCallDepth(1)
+	}
+	return sink
+}
+
+// Init does nothing: base's sink was initialised when base was made.
+func (s *requestSink) Init(logr.RuntimeInfo) {}
+
+func (s *requestSink) Enabled(level int) bool { return s.base.GetSink().Enabled(level) }
+
+func (s *requestSink) Info(level int, msg string, keysAndValues ...any) {
+	s.forLine().Info(level, msg, keysAndValues...)
+}
+
+func (s *requestSink) Error(err error, msg string, keysAndValues ...any) {
+	s.forLine().Error(err, msg, keysAndValues...)
+}
+
+// WithValues and WithName return base's sink with the request's values first, as
+// DefaultLogConstructor's logger would have them. Neither happens on the way of a good
+// request.
+func (s *requestSink) WithValues(keysAndValues ...any) logr.LogSink {
+	return s.withValues().WithValues(keysAndValues...)
+}
+
+func (s *requestSink) WithName(name string) logr.LogSink { return s.withValues().WithName(name) }
+
+func (s *requestSink) WithCallDepth(depth int) logr.LogSink {
+	if d, ok := s.base.GetSink().(logr.CallDepthLogSink); ok {
+		return &requestSink{base: s.base.WithSink(d.WithCallDepth(depth)), req: s.req}
+	}
+	return s
 }
 
 // prometheusRegistry is where a Handler without WithMetrics counts: private and unexposed.
