@@ -17,10 +17,8 @@ import (
 type podView struct {
 	Kind string `json:"kind"`
 	// Metadata is nil when the object has none (the patch must then add it whole).
-	Metadata *struct {
-		Annotations map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Spec struct {
+	Metadata *podMetadata `json:"metadata"`
+	Spec     struct {
 		ImagePullSecrets    []corev1.LocalObjectReference `json:"imagePullSecrets"`
 		Containers          []containerView               `json:"containers"`
 		InitContainers      []containerView               `json:"initContainers"`
@@ -28,6 +26,10 @@ type podView struct {
 	} `json:"spec"`
 	// spec is Spec in the form the rewrite plan takes.
 	spec corev1.PodSpec
+}
+
+type podMetadata struct {
+	Annotations map[string]string `json:"annotations"`
 }
 
 type containerView struct {
@@ -42,29 +44,47 @@ func (p *podView) annotations() map[string]string {
 	return p.Metadata.Annotations
 }
 
-// decodePod reads the Pod from an AdmissionRequest object.
+// decodePod reads the Pod from an AdmissionRequest object: with leanDecode for JSON as the API
+// server writes it, with encoding/json otherwise.
 func decodePod(raw []byte) (*podView, error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
 		return nil, errors.New("the request carries no object")
 	}
-	var pod podView
-	if err := json.Unmarshal(trimmed, &pod); err != nil {
-		return nil, err
+	pod, ok := leanDecode(trimmed)
+	if !ok {
+		var err error
+		if pod, err = decodePodJSON(trimmed); err != nil {
+			return nil, err
+		}
 	}
 	if pod.Kind != "" && pod.Kind != "Pod" {
 		return nil, fmt.Errorf("the object is a %s, not a Pod", pod.Kind)
 	}
-	pod.spec.ImagePullSecrets = pod.Spec.ImagePullSecrets
-	pod.spec.Containers = containers(pod.Spec.Containers)
-	pod.spec.InitContainers = containers(pod.Spec.InitContainers)
-	if n := len(pod.Spec.EphemeralContainers); n > 0 {
-		pod.spec.EphemeralContainers = make([]corev1.EphemeralContainer, n)
-		for i, c := range pod.Spec.EphemeralContainers {
-			pod.spec.EphemeralContainers[i].Name, pod.spec.EphemeralContainers[i].Image = c.Name, c.Image
+	return pod, nil
+}
+
+// decodePodJSON reads the podView with encoding/json.
+func decodePodJSON(b []byte) (*podView, error) {
+	var pod podView
+	if err := json.Unmarshal(b, &pod); err != nil {
+		return nil, err
+	}
+	pod.derive()
+	return &pod, nil
+}
+
+// derive fills spec from Spec.
+func (p *podView) derive() {
+	p.spec.ImagePullSecrets = p.Spec.ImagePullSecrets
+	p.spec.Containers = containers(p.Spec.Containers)
+	p.spec.InitContainers = containers(p.Spec.InitContainers)
+	if n := len(p.Spec.EphemeralContainers); n > 0 {
+		p.spec.EphemeralContainers = make([]corev1.EphemeralContainer, n)
+		for i, c := range p.Spec.EphemeralContainers {
+			p.spec.EphemeralContainers[i].Name, p.spec.EphemeralContainers[i].Image = c.Name, c.Image
 		}
 	}
-	return &pod, nil
 }
 
 func containers(cs []containerView) []corev1.Container {

@@ -21,7 +21,7 @@ const subresourceEphemeral = "ephemeralcontainers"
 // visibility question for a Pod with imagePullSecrets, when a Visibility is configured.
 type Handler struct {
 	mode       Mode
-	policy     rewrite.Policy
+	planner    *rewrite.Planner
 	limits     Limits
 	visibility Visibility
 	log        *slog.Logger
@@ -56,7 +56,7 @@ func NewHandler(mode Mode, policy rewrite.Policy, opts ...Option) (*Handler, err
 	if err := policy.Validate(); err != nil {
 		return nil, fmt.Errorf("webhook policy: %w", err)
 	}
-	h := &Handler{mode: mode, policy: policy, limits: DefaultLimits()}
+	h := &Handler{mode: mode, planner: rewrite.NewPlanner(policy), limits: DefaultLimits()}
 	for _, o := range opts {
 		o(h)
 	}
@@ -169,9 +169,9 @@ func (h *Handler) decide(ctx context.Context, req admission.Request) outcome {
 // under the request deadline, so a slow cache leaves the images alone instead of timing out.
 func (h *Handler) plan(ctx context.Context, pod *podView) ([]rewrite.Decision, error) {
 	if h.visibility == nil {
-		return rewrite.Plan(pod.annotations(), &pod.spec, h.policy), nil
+		return h.planner.Plan(pod.annotations(), &pod.spec), nil
 	}
-	questions := rewrite.VisibilityQuestions(pod.annotations(), &pod.spec, h.policy)
+	questions := h.planner.VisibilityQuestions(pod.annotations(), &pod.spec)
 	v := rewrite.Visibilities{Checked: true}
 	var err error
 	if len(questions) > 0 {
@@ -181,7 +181,7 @@ func (h *Handler) plan(ctx context.Context, pod *podView) ([]rewrite.Decision, e
 		cancel()
 		h.metrics.observeLookup(err, time.Since(start))
 	}
-	return rewrite.PlanWith(pod.annotations(), &pod.spec, h.policy, v), err
+	return h.planner.PlanWith(pod.annotations(), &pod.spec, v), err
 }
 
 // keptPrivate returns the decisions that left an image alone because of its visibility.

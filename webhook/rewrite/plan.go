@@ -108,6 +108,11 @@ func excluded(patterns []string, ref string, parts imageref.Ref) (string, bool) 
 // cache about visibility: its rewrites say ReasonVisibilityUnchecked (PlanWith decides with
 // the answers).
 func Plan(annotations map[string]string, spec *corev1.PodSpec, p Policy) []Decision {
+	return plan(annotations, spec, func(ref string) Decision { return Image(ref, p) })
+}
+
+// plan is Plan, with decide deciding about one reference as Image does for the policy.
+func plan(annotations map[string]string, spec *corev1.PodSpec, decide func(string) Decision) []Decision {
 	if spec == nil {
 		return nil
 	}
@@ -129,7 +134,7 @@ func Plan(annotations map[string]string, spec *corev1.PodSpec, p Policy) []Decis
 		} else {
 			var ok bool
 			if d, ok = decided[image]; !ok {
-				d = Image(image, p)
+				d = decide(image)
 				decided[image] = d
 			}
 			if secrets && d.Reason == ReasonRewritten {

@@ -56,12 +56,16 @@ func repository(ref string) string {
 // a pod with imagePullSecrets whose images would otherwise be rewritten, each once, in spec
 // order. A pod without pull secrets needs none.
 func VisibilityQuestions(annotations map[string]string, spec *corev1.PodSpec, p Policy) []string {
+	return visibilityQuestions(annotations, spec, func(ref string) Decision { return Image(ref, p) })
+}
+
+func visibilityQuestions(annotations map[string]string, spec *corev1.PodSpec, decide func(string) Decision) []string {
 	if !hasPullSecrets(spec) {
 		return nil
 	}
 	var out []string
 	seen := map[string]bool{}
-	for _, d := range Plan(annotations, spec, p) {
+	for _, d := range plan(annotations, spec, decide) {
 		if d.Reason != ReasonVisibilityUnchecked {
 			continue
 		}
@@ -76,7 +80,11 @@ func VisibilityQuestions(annotations map[string]string, spec *corev1.PodSpec, p 
 // PlanWith is Plan for a pod whose repositories' visibility is known (or was asked for):
 // a pod with imagePullSecrets keeps every image the cache does not say it serves.
 func PlanWith(annotations map[string]string, spec *corev1.PodSpec, p Policy, v Visibilities) []Decision {
-	ds := Plan(annotations, spec, p)
+	return planWith(annotations, spec, func(ref string) Decision { return Image(ref, p) }, v)
+}
+
+func planWith(annotations map[string]string, spec *corev1.PodSpec, decide func(string) Decision, v Visibilities) []Decision {
+	ds := plan(annotations, spec, decide)
 	if !v.Checked {
 		return ds
 	}
