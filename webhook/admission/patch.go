@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -117,13 +119,25 @@ func mergeOriginals(existing string, originals map[string]string) (string, strin
 			warning = fmt.Sprintf("hubcache: annotation %s was not a JSON object of strings and was replaced",
 				rewrite.AnnotationOriginalImages)
 		}
+		if merged == nil { // the value was null, which Unmarshal reads as no map
+			merged = map[string]string{}
+		}
 	}
 	for name, image := range originals {
 		merged[name] = image
 	}
-	// A map of strings always marshals.
-	b, _ := json.Marshal(merged)
-	return string(b), warning
+	// Written as encoding/json marshals a map of strings: keys sorted, HTML characters escaped.
+	b := make([]byte, 0, 64*len(merged))
+	b = append(b, '{')
+	for i, name := range slices.Sorted(maps.Keys(merged)) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, name)
+		b = append(b, ':')
+		b = appendJSONString(b, merged[name])
+	}
+	return string(append(b, '}')), warning
 }
 
 // encodedPatch wraps a handler so that its JSONPatch is encoded here, into one buffer, instead
