@@ -283,7 +283,13 @@ func (h *Handler) capWarnings(ws []string) []string {
 // encoding of the decisions (and of {"omitted": N}), written directly: it was a tenth of the
 // handler's own work.
 func (h *Handler) auditValue(changed []change) string {
-	b := make([]byte, 0, 160*min(len(changed), h.limits.MaxListedDecisions)+32)
+	// Sized for the listed decisions' strings and the JSON around them, so it is allocated once.
+	n := 32
+	for _, c := range changed[:min(len(changed), h.limits.MaxListedDecisions)] {
+		d := c.Decision
+		n += 96 + len(d.Container) + len(d.ContainerType) + len(d.Original) + len(d.Rewritten) + len(d.Reason) + len(d.Detail)
+	}
+	b := make([]byte, 0, n)
 	b = append(b, '[')
 	for i, c := range changed {
 		if i > 0 {

@@ -127,7 +127,11 @@ func mergeOriginals(existing string, originals map[string]string) (string, strin
 		merged[name] = image
 	}
 	// Written as encoding/json marshals a map of strings: keys sorted, HTML characters escaped.
-	b := make([]byte, 0, 64*len(merged))
+	n := 2
+	for name, image := range merged {
+		n += 6 + len(name) + len(image)
+	}
+	b := make([]byte, 0, n)
 	b = append(b, '{')
 	for i, name := range slices.Sorted(maps.Keys(merged)) {
 		if i > 0 {
