@@ -55,3 +55,20 @@ type Versioned interface {
 // ErrChanged is returned by a reader that finds, before its last bytes, that the object
 // changed while it was being read: what was read may mix two versions.
 var ErrChanged = errors.New("object changed while it was read")
+
+// ReadBacker is implemented by Writers whose bytes can be read while they are being written
+// (the file store: its temporary file). The cache then lets a fill's clients read the store's
+// own file instead of writing every chunk a second time to a spool file.
+type ReadBacker interface {
+	// ReadBack opens the bytes written so far; bytes written later are readable through the
+	// same handle once their Write returned. The handle stays readable after Commit or Cancel
+	// until it is closed. ReadBack is safe to call concurrently with Write, Commit and Cancel;
+	// it fails once the write was cancelled.
+	ReadBack() (ReadAtCloser, error)
+}
+
+// ReadAtCloser is what ReadBack returns.
+type ReadAtCloser interface {
+	io.ReaderAt
+	io.Closer
+}

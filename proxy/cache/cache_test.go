@@ -60,8 +60,14 @@ type env struct {
 // newEnv builds a cache over the real file store and SQLite in a temporary directory.
 func newEnv(t *testing.T, opts ...cache.Option) *env {
 	t.Helper()
+	return newEnvIn(t, t.TempDir(), nil, opts...)
+}
+
+// newEnvIn is newEnv in dir (blobs/ holds the file store, spool/ the spool), with the cache
+// over wrap(the file store) when wrap is set.
+func newEnvIn(t *testing.T, dir string, wrap func(*file.Store) blobstore.Store, opts ...cache.Option) *env {
+	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
 	blobs, err := file.New(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +88,11 @@ func newEnv(t *testing.T, opts ...cache.Option) *env {
 		// has its own tests (proxy/server).
 		cache.WithNegativeTTL(0),
 	}, opts...)
-	c, err := cache.New(blobs, meta, e.up, opts...)
+	var store blobstore.Store = blobs
+	if wrap != nil {
+		store = wrap(blobs)
+	}
+	c, err := cache.New(store, meta, e.up, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
 )
 
 // errFillFailed is what readers of a failed fill get, wrapping the cause.
@@ -19,19 +21,23 @@ var errFillFailed = errors.New("blob fill failed")
 
 // fill is the single upstream fetch of one blob digest. The upstream body is teed into a
 // sha256 hash, the blob store writer and a local spool file; readers (one per waiting
-// client) read the spool as it grows. The store commit happens only after size and digest
-// check out; readers never get a response's last byte before that, so a bad fill always
-// ends in a failed read, never in a complete-looking body.
+// client) read the spool as it grows. When the store's writer can be read back (the file
+// store: blobstore.ReadBacker), its temporary file is the spool: each chunk is written once.
+// The store commit happens only after size and digest check out; readers never get a
+// response's last byte before that, so a bad fill always ends in a failed read, never in a
+// complete-looking body.
 type fill struct {
 	c      *Cache
 	repo   Repo
 	digest v1.Hash
 
-	// started is closed once upstream answered: then size, spool and startErr are set and
-	// never change.
+	// started is closed once upstream answered: then size, spool, readBack and startErr are
+	// set and never change. Readers read the spool file at spool, or, when readBack is set,
+	// the store's temporary file through it (spool is then "").
 	started  chan struct{}
 	size     int64
 	spool    string
+	readBack blobstore.ReadBacker
 	startErr error
 
 	mu      sync.Mutex
@@ -120,18 +126,28 @@ func (f *fill) run(ctx context.Context) error {
 	body, size, err := c.up.GetBlob(ctx, f.repo.Registry, f.repo.Path, f.digest)
 	c.m.upstream("GET", kindBlob, err)
 	if err != nil {
-		return f.start(-1, "", upstreamError(err, kindBlob))
+		return f.start(-1, "", nil, upstreamError(err, kindBlob))
 	}
 	defer body.Close()
-	spool, err := os.CreateTemp(c.opts.spoolDir, "fill-*")
-	if err != nil {
-		return f.start(-1, "", fmt.Errorf("spooling blob %s: %w", f.digest, err))
-	}
-	defer spool.Close()
 	w := c.writerFor(ctx, f.digest, body)
+	// On every path that does not commit, this removes the store's temporary file (readers
+	// keep their open handles and learn the fill's result).
 	defer func() { w.cancel(context.WithoutCancel(ctx)) }()
-	_ = f.start(size, spool.Name(), nil)
-	log.Debug("blob fill started", "size", size)
+	// The store's temporary file is the spool when it can be read back; otherwise (S3, a
+	// fill another replica stores, a store that failed to create) a spool file is.
+	rb := w.readBacker()
+	var spool *os.File
+	if rb == nil {
+		spool, err = os.CreateTemp(c.opts.spoolDir, "fill-*")
+		if err != nil {
+			return f.start(-1, "", nil, fmt.Errorf("spooling blob %s: %w", f.digest, err))
+		}
+		defer spool.Close()
+		_ = f.start(size, spool.Name(), nil, nil)
+	} else {
+		_ = f.start(size, "", rb, nil)
+	}
+	log.Debug("blob fill started", "size", size, "spool", rb == nil)
 
 	h := sha256.New()
 	buf := make([]byte, 256<<10)
@@ -166,9 +182,17 @@ func (f *fill) run(ctx context.Context) error {
 				return fmt.Errorf("%w: upstream sent more than %d bytes without a Content-Length", ErrUnavailable, c.opts.maxUnknownSize)
 			}
 			h.Write(buf[:n])
-			w.write(ctx, buf[:n])
-			if _, err := spool.Write(buf[:n]); err != nil {
-				return fmt.Errorf("spooling blob %s: %w", f.digest, err)
+			if spool == nil {
+				// The store's file is what the readers read: a store that fails here fails
+				// the fill, as a failed spool write does (both live on the same disk).
+				if err := w.writeSpool(buf[:n]); err != nil {
+					return fmt.Errorf("spooling blob %s: %w", f.digest, err)
+				}
+			} else {
+				w.write(ctx, buf[:n])
+				if _, err := spool.Write(buf[:n]); err != nil {
+					return fmt.Errorf("spooling blob %s: %w", f.digest, err)
+				}
 			}
 			written += int64(n)
 			c.m.fetched(n)
@@ -213,11 +237,11 @@ func (f *fill) run(ctx context.Context) error {
 
 // start publishes upstream's answer to the waiting clients. A fill that failed to start is
 // retired first, so that a client retrying after the error starts a new fill.
-func (f *fill) start(size int64, spool string, err error) error {
+func (f *fill) start(size int64, spool string, rb blobstore.ReadBacker, err error) error {
 	if err != nil {
 		f.retire()
 	}
-	f.size, f.spool, f.startErr = size, spool, err
+	f.size, f.spool, f.readBack, f.startErr = size, spool, rb, err
 	close(f.started)
 	return err
 }
@@ -266,6 +290,11 @@ func (f *fill) Open(ctx context.Context, offset, length int64) (io.ReadCloser, e
 // ended, for the replicas that follow this fill (proxy/fillcoord): they get every byte as soon
 // as it is verified, and look for the stored object once their stream ends.
 func (f *fill) open(ctx context.Context, offset, length int64, untilStored bool) (io.ReadCloser, error) {
+	return f.openOrRefill(ctx, offset, length, untilStored, true)
+}
+
+// openOrRefill is open; refill allows opening the next fill once when f passed through.
+func (f *fill) openOrRefill(ctx context.Context, offset, length int64, untilStored, refill bool) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	switch {
@@ -273,16 +302,25 @@ func (f *fill) open(ctx context.Context, offset, length int64, untilStored bool)
 		return nil, fmt.Errorf("%w: %w", errFillFailed, f.err)
 	case f.done && f.stored:
 		return (&storedBlob{c: f.c, repo: f.repo, d: f.digest, size: f.size}).Open(ctx, offset, length)
+	case f.done && f.readBack != nil && refill:
+		// Passed through: the store's temporary file, which was the spool, is gone (the
+		// clients that read it keep their handles). A late client gets a fill of its own.
+		f.mu.Unlock()
+		defer f.mu.Lock()
+		return f.openNext(ctx, offset, length, untilStored)
+	case f.done && f.readBack != nil:
+		return nil, fmt.Errorf("%w: the bytes of %s were passed through and are gone", errFillFailed, f.digest)
 	}
-	file, err := os.Open(f.spool)
+	// Opened under mu: finish removes a spool file only after it marked the fill done.
+	src, err := f.openSpool()
 	if err != nil {
-		return nil, fmt.Errorf("opening spool of %s: %w", f.digest, err)
+		return nil, err
 	}
 	end := int64(-1)
 	if length >= 0 {
 		end = offset + length
 	}
-	r := &fillReader{f: f, file: file, ctx: ctx, pos: offset, end: end, untilStored: untilStored}
+	r := &fillReader{f: f, src: src, ctx: ctx, pos: offset, end: end, untilStored: untilStored}
 	// A reader blocked in Wait must notice its client leaving.
 	r.stop = context.AfterFunc(ctx, func() {
 		f.mu.Lock()
@@ -292,10 +330,39 @@ func (f *fill) open(ctx context.Context, offset, length int64, untilStored bool)
 	return r, nil
 }
 
+// openNext opens the fill of f's digest that starts after f (f is retired once done). If
+// that one too has passed through before it is opened, the client gets an error, not a third.
+func (f *fill) openNext(ctx context.Context, offset, length int64, untilStored bool) (io.ReadCloser, error) {
+	b, err := f.c.joinFill(ctx, f.repo, f.digest)
+	if err != nil {
+		return nil, err
+	}
+	if next, ok := b.(*fill); ok && next != f {
+		return next.openOrRefill(ctx, offset, length, untilStored, false)
+	}
+	return nil, fmt.Errorf("%w: the bytes of %s were passed through and are gone", errFillFailed, f.digest)
+}
+
+// openSpool opens what the fill's readers read: its spool file or the store's file.
+func (f *fill) openSpool() (blobstore.ReadAtCloser, error) {
+	if f.readBack != nil {
+		src, err := f.readBack.ReadBack()
+		if err != nil {
+			return nil, fmt.Errorf("opening the fill of %s: %w", f.digest, err)
+		}
+		return src, nil
+	}
+	file, err := os.Open(f.spool)
+	if err != nil {
+		return nil, fmt.Errorf("opening spool of %s: %w", f.digest, err)
+	}
+	return file, nil
+}
+
 // fillReader reads one client's window [pos, end) of a fill (end < 0: to the end).
 type fillReader struct {
 	f           *fill
-	file        *os.File
+	src         blobstore.ReadAtCloser
 	ctx         context.Context
 	stop        func() bool
 	pos         int64
@@ -342,7 +409,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	}
 	f.mu.Unlock()
 	n := int(min(int64(len(p)), limit-r.pos))
-	m, err := r.file.ReadAt(p[:n], r.pos)
+	m, err := r.src.ReadAt(p[:n], r.pos)
 	r.pos += int64(m)
 	r.f.c.m.servedFromUpstream(m)
 	if err == io.EOF && m == n {
@@ -353,5 +420,5 @@ func (r *fillReader) Read(p []byte) (int, error) {
 
 func (r *fillReader) Close() error {
 	r.stop()
-	return r.file.Close()
+	return r.src.Close()
 }

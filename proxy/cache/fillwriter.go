@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -12,6 +13,8 @@ import (
 // passThroughGrace is how long the spool of a fill that could not be stored stays readable
 // for clients that joined it just before it ended.
 const passThroughGrace = time.Minute
+
+var errFinished = errors.New("the blob store writer was already committed or cancelled")
 
 // fillWriter is a fill's blob store writer that turns store failures into pass-through: the
 // fill goes on streaming upstream's verified bytes to its clients and commits nothing.
@@ -39,6 +42,25 @@ func (w *fillWriter) write(ctx context.Context, p []byte) {
 		_ = w.w.Cancel(context.WithoutCancel(ctx))
 		w.w = nil
 	}
+}
+
+// readBacker returns the store writer when its bytes can be read back while it writes (the
+// file store): the fill then needs no spool file of its own.
+func (w *fillWriter) readBacker() blobstore.ReadBacker {
+	if rb, ok := w.w.(blobstore.ReadBacker); ok {
+		return rb
+	}
+	return nil
+}
+
+// writeSpool writes p for a fill whose readers read the store's file: a failure fails the
+// fill (the caller's cancel removes the file), it cannot pass through.
+func (w *fillWriter) writeSpool(p []byte) error {
+	if w.w == nil {
+		return errFinished
+	}
+	_, err := w.w.Write(p)
+	return err
 }
 
 // commit makes the object visible; false when nothing was stored.

@@ -14,6 +14,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +49,9 @@ func Run(t *testing.T, newStore func(t *testing.T) blobstore.Store) {
 		{"an empty object can be stored", testEmptyObject},
 		{"a reader that sends itself sends exactly its range", testWriteTo},
 		{"a reader's version holds while the object is unchanged and moves when it is rewritten", testVersion},
+		{"a writer read back shows what was written, before and after commit", testReadBack},
+		{"a writer read back stays readable after cancel and cannot be opened again", testReadBackCancel},
+		{"reading back while writing is safe", testReadBackConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -637,4 +641,157 @@ func testVersion(t *testing.T, s blobstore.Store) {
 	if after := version(); after == first {
 		t.Fatalf("the rewritten object kept its version %q", first)
 	}
+}
+
+// readBacker returns w as a blobstore.ReadBacker, skipping the test for a store whose writers
+// cannot be read back (the interface is optional).
+func readBacker(t *testing.T, w blobstore.Writer) blobstore.ReadBacker {
+	t.Helper()
+	rb, ok := w.(blobstore.ReadBacker)
+	if !ok {
+		_ = w.Cancel(t.Context())
+		t.Skip("the store's writers cannot be read back")
+	}
+	return rb
+}
+
+func readAt(t *testing.T, r io.ReaderAt, off int64, n int) []byte {
+	t.Helper()
+	p := make([]byte, n)
+	m, err := r.ReadAt(p, off)
+	if err != nil && !(errors.Is(err, io.EOF) && m == n) {
+		t.Fatalf("ReadAt(%d bytes at %d) = %d, %v", n, off, m, err)
+	}
+	return p
+}
+
+func testReadBack(t *testing.T, s blobstore.Store) {
+	ctx := t.Context()
+	b, d := Content(15, 100_000)
+	w, err := s.Create(ctx, d)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	rb := readBacker(t, w)
+	defer func() { _ = w.Cancel(ctx) }()
+	if _, err := w.Write(b[:40_000]); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	early, err := rb.ReadBack()
+	if err != nil {
+		t.Fatalf("ReadBack: %v", err)
+	}
+	defer early.Close()
+	if got := readAt(t, early, 0, 40_000); !bytes.Equal(got, b[:40_000]) {
+		t.Errorf("read back the first 40000 bytes: content differs")
+	}
+	// Bytes written after the handle was opened are readable through it.
+	if _, err := w.Write(b[40_000:]); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if got := readAt(t, early, 40_000, 60_000); !bytes.Equal(got, b[40_000:]) {
+		t.Errorf("read back the bytes written after ReadBack: content differs")
+	}
+	// Reading back exposes nothing under the digest.
+	assertMissing(t, s, d)
+	if err := w.Commit(ctx); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	if got := readAt(t, early, 0, len(b)); !bytes.Equal(got, b) {
+		t.Errorf("the handle opened before Commit reads different bytes after it")
+	}
+	late, err := rb.ReadBack()
+	if err != nil {
+		t.Fatalf("ReadBack after Commit: %v", err)
+	}
+	defer late.Close()
+	if got := readAt(t, late, 0, len(b)); !bytes.Equal(got, b) {
+		t.Errorf("ReadBack after Commit reads different bytes")
+	}
+	assertContent(t, s, d, b)
+}
+
+func testReadBackCancel(t *testing.T, s blobstore.Store) {
+	ctx := t.Context()
+	b, d := Content(16, 50_000)
+	w, err := s.Create(ctx, d)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	rb := readBacker(t, w)
+	if _, err := w.Write(b); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	h, err := rb.ReadBack()
+	if err != nil {
+		t.Fatalf("ReadBack: %v", err)
+	}
+	defer h.Close()
+	if err := w.Cancel(ctx); err != nil {
+		t.Fatalf("Cancel: %v", err)
+	}
+	if got := readAt(t, h, 0, len(b)); !bytes.Equal(got, b) {
+		t.Errorf("a handle opened before Cancel reads different bytes after it")
+	}
+	if h2, err := rb.ReadBack(); err == nil {
+		h2.Close()
+		t.Errorf("ReadBack after Cancel succeeded, want an error")
+	}
+	assertMissing(t, s, d)
+}
+
+func testReadBackConcurrent(t *testing.T, s blobstore.Store) {
+	ctx := t.Context()
+	b, d := Content(17, 300_000)
+	w, err := s.Create(ctx, d)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	rb := readBacker(t, w)
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			// Each reader opens handles while the writer writes and commits, and checks
+			// every byte the writer had written when the reader looked.
+			for {
+				n := written.Load()
+				h, err := rb.ReadBack()
+				if err != nil {
+					errs <- fmt.Errorf("ReadBack after %d bytes: %w", n, err)
+					return
+				}
+				p := make([]byte, n)
+				m, rerr := h.ReadAt(p, 0)
+				h.Close()
+				if int64(m) != n || (rerr != nil && !errors.Is(rerr, io.EOF)) {
+					errs <- fmt.Errorf("ReadAt of the %d bytes written: %d, %v", n, m, rerr)
+					return
+				}
+				if !bytes.Equal(p, b[:n]) {
+					errs <- fmt.Errorf("the %d bytes read back differ", n)
+					return
+				}
+				if n == int64(len(b)) || ctx.Err() != nil {
+					return
+				}
+			}
+		})
+	}
+	for chunk := range slices(b, 10_000) {
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+		written.Add(int64(len(chunk)))
+	}
+	if err := w.Commit(ctx); err != nil {
+		t.Fatalf("Commit: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	assertContent(t, s, d, b)
 }

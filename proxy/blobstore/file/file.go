@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -260,7 +261,7 @@ func (s *Store) Create(ctx context.Context, d v1.Hash) (blobstore.Writer, error)
 	if err != nil {
 		return nil, fmt.Errorf("create blob %s: %w", d, err)
 	}
-	return &writer{ctx: ctx, digest: d, f: f, final: final}, nil
+	return &writer{ctx: ctx, digest: d, f: f, tmp: f.Name(), final: final}, nil
 }
 
 // Delete removes the object for d; a missing object is not an error.
@@ -278,16 +279,71 @@ func (s *Store) Delete(ctx context.Context, d v1.Hash) error {
 	return nil
 }
 
-// writer is not safe for concurrent use; one goroutine streams into it.
+// writer streams into one goroutine's temporary file: Write, Commit and Cancel are not safe
+// for concurrent use, ReadBack is (clients of a fill call it while the fill writes).
 type writer struct {
 	ctx    context.Context
 	digest v1.Hash
 	f      *os.File // nil once committed or cancelled
+	tmp    string
 	final  string
 	err    error // first write error; the write cannot be committed after one
+
+	// mu orders ReadBack with the end of the write: the file is opened by the name it has
+	// at that moment (tmp while writing, final once committed), never after it is removed.
+	mu    sync.Mutex
+	state writerState
 }
 
-var errFinished = errors.New("blob writer already committed or cancelled")
+type writerState int
+
+const (
+	writing writerState = iota
+	committed
+	discarded // cancelled, or a failed commit removed the file
+)
+
+var (
+	_ blobstore.ReadBacker = (*writer)(nil)
+
+	errFinished  = errors.New("blob writer already committed or cancelled")
+	errDiscarded = errors.New("blob write was cancelled")
+)
+
+// ReadBack opens the temporary file read-only (the committed object once the write is
+// committed). The handle shares the file's pages with the writer: what Write returned is
+// readable through it, and it stays readable after a rename or a removal until it is closed.
+func (w *writer) ReadBack() (blobstore.ReadAtCloser, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var name string
+	switch w.state {
+	case writing:
+		name = w.tmp
+	case committed:
+		name = w.final
+	default:
+		return nil, fmt.Errorf("read back blob %s: %w", w.digest, errDiscarded)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("read back blob %s: %w", w.digest, err)
+	}
+	return f, nil
+}
+
+// end sets the final state and, for a discarded write, removes the temporary file, under mu.
+func (w *writer) end(state writerState) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.state = state
+	if state == discarded {
+		if err := os.Remove(w.tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
+}
 
 func (w *writer) Write(p []byte) (int, error) {
 	if w.f == nil {
@@ -319,23 +375,21 @@ func (w *writer) Commit(ctx context.Context) error {
 	if err := errors.Join(ctx.Err(), w.ctx.Err()); err != nil {
 		return fmt.Errorf("commit blob %s: %w", w.digest, err)
 	}
-	tmp := w.f.Name()
 	if err := w.f.Sync(); err != nil {
 		return fmt.Errorf("commit blob %s: sync: %w", w.digest, err)
 	}
 	if err := w.f.Close(); err != nil {
 		w.f = nil
-		_ = os.Remove(tmp)
+		_ = w.end(discarded)
 		return fmt.Errorf("commit blob %s: close: %w", w.digest, err)
 	}
 	w.f = nil
 	dir := filepath.Dir(w.final)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		_ = os.Remove(tmp)
+		_ = w.end(discarded)
 		return fmt.Errorf("commit blob %s: %w", w.digest, err)
 	}
-	if err := os.Rename(tmp, w.final); err != nil {
-		_ = os.Remove(tmp)
+	if err := w.rename(); err != nil {
 		return fmt.Errorf("commit blob %s: %w", w.digest, err)
 	}
 	// Persist the directory entry so a crash after Commit does not lose the object while
@@ -343,6 +397,20 @@ func (w *writer) Commit(ctx context.Context) error {
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("commit blob %s: sync directory: %w", w.digest, err)
 	}
+	return nil
+}
+
+// rename moves the temporary file into place under mu, so ReadBack opens one name or the
+// other, never a name that just went away.
+func (w *writer) rename() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := os.Rename(w.tmp, w.final); err != nil {
+		w.state = discarded
+		_ = os.Remove(w.tmp)
+		return err
+	}
+	w.state = committed
 	return nil
 }
 
@@ -360,10 +428,9 @@ func (w *writer) Cancel(context.Context) error {
 	if w.f == nil {
 		return nil
 	}
-	tmp := w.f.Name()
 	closeErr := w.f.Close()
 	w.f = nil
-	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := w.end(discarded); err != nil {
 		return fmt.Errorf("cancel blob %s: %w", w.digest, err)
 	}
 	if closeErr != nil && !errors.Is(closeErr, os.ErrClosed) {

@@ -1,0 +1,266 @@
+package cache_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/hubcache/hubcache/proxy/blobstore"
+	"github.com/hubcache/hubcache/proxy/blobstore/file"
+	"github.com/hubcache/hubcache/proxy/cache"
+)
+
+// files lists the regular files under dir (none when dir does not exist).
+func files(t *testing.T, dir string) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out[p] = info.Size()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// leftovers fails the test when a spool file or a temporary blob file is left in dir.
+func leftovers(t *testing.T, dir string) {
+	t.Helper()
+	for _, sub := range []string{"spool", filepath.Join("blobs", "tmp")} {
+		if left := files(t, filepath.Join(dir, sub)); len(left) > 0 {
+			t.Errorf("files left in %s: %v", sub, left)
+		}
+	}
+}
+
+func TestAFillOnTheFileStoreWritesEachByteOnceIntoTheStoresFile(t *testing.T) {
+	dir := t.TempDir()
+	e := newEnvIn(t, dir, nil)
+	ctx := context.Background()
+	d, want := e.up.addBlob(t, app.Path, 1<<20)
+	gate := make(chan struct{})
+	e.up.set(func(f *fakeUpstream) { f.gate = gate })
+
+	b, err := e.c.Blob(ctx, app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Open(ctx, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	// Upstream is stuck halfway: the reader gets that half but its last byte (held until
+	// the digest checks out), read from the store's own temporary file; no spool file exists.
+	half := make([]byte, len(want)/2-1)
+	if _, err := io.ReadFull(rc, half); err != nil || !bytes.Equal(half, want[:len(half)]) {
+		t.Fatalf("first half: %v", err)
+	}
+	if spooled := files(t, filepath.Join(dir, "spool")); len(spooled) > 0 {
+		t.Errorf("spool files during a fill on the file store: %v", spooled)
+	}
+	if tmp := files(t, filepath.Join(dir, "blobs", "tmp")); len(tmp) != 1 {
+		t.Errorf("temporary blob files during the fill: %v, want one", tmp)
+	}
+	close(gate)
+	rest, err := io.ReadAll(rc)
+	if err != nil || !bytes.Equal(rest, want[len(half):]) {
+		t.Fatalf("second half: %d bytes, %v", len(rest), err)
+	}
+	e.waitFills(t)
+	if object, linked := e.committed(t, app, d); !object || !linked {
+		t.Fatalf("after the fill: object %v, linked %v; want both", object, linked)
+	}
+	leftovers(t, dir)
+}
+
+// endless is an upstream whose blob bodies never end and announce no size.
+type endless struct{ *fakeUpstream }
+
+func (endless) GetBlob(context.Context, string, string, v1.Hash) (io.ReadCloser, int64, error) {
+	return io.NopCloser(zeros{}), -1, nil
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+func TestAFailedFillOnTheFileStoreLeavesNoFileAndNoObject(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		break_ func(f *fakeUpstream)
+	}{
+		{"a corrupt body", func(f *fakeUpstream) { f.corrupt = true }},
+		{"a truncated body", func(f *fakeUpstream) { f.truncate = true }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			e := newEnvIn(t, dir, nil)
+			ctx := context.Background()
+			d, _ := e.up.addBlob(t, app.Path, 1<<20)
+			e.up.set(tc.break_)
+			b, err := e.c.Blob(ctx, app, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := readBlob(ctx, b, 0, -1)
+			if err == nil || int64(len(got)) >= b.Size() {
+				t.Fatalf("read of a bad fill: %d bytes, %v; want an error before the last byte", len(got), err)
+			}
+			e.waitFills(t)
+			if object, linked := e.committed(t, app, d); object || linked {
+				t.Fatalf("bad fill left object %v, link %v", object, linked)
+			}
+			leftovers(t, dir)
+		})
+	}
+	t.Run("an endless body", func(t *testing.T) {
+		dir := t.TempDir()
+		e := newEnvIn(t, dir, nil, cache.WithMaxUnknownBlobSize(1<<20))
+		up := endless{e.up}
+		c, err := cache.New(e.blobs, e.meta, up, cache.WithSpoolDir(filepath.Join(dir, "spool")), cache.WithLogger(slog.New(slog.DiscardHandler)),
+			cache.WithMaxUnknownBlobSize(1<<20), cache.WithRegistries("docker.io"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		d, _ := e.up.addBlob(t, app.Path, 10)
+		b, err := c.Blob(ctx, app, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := readBlob(ctx, b, 0, -1)
+		if err == nil || len(got) > 1<<20 {
+			t.Fatalf("read of an endless fill: %d bytes, %v; want an error within the cap", len(got), err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if object, _ := e.committed(t, app, d); object {
+			t.Fatal("an endless fill left an object")
+		}
+		leftovers(t, dir)
+	})
+}
+
+// brokenStore is the file store whose writers fail (writeFails: the second Write;
+// commitFails: Commit) and can still be read back.
+type brokenStore struct {
+	*file.Store
+	writeFails, commitFails bool
+}
+
+func (s *brokenStore) Create(ctx context.Context, d v1.Hash) (blobstore.Writer, error) {
+	w, err := s.Store.Create(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return &brokenWriter{Writer: w, rb: w.(blobstore.ReadBacker), s: s}, nil
+}
+
+type brokenWriter struct {
+	blobstore.Writer
+	rb     blobstore.ReadBacker
+	s      *brokenStore
+	writes atomic.Int64
+}
+
+var errBroken = errors.New("broken store")
+
+func (w *brokenWriter) Write(p []byte) (int, error) {
+	if w.s.writeFails && w.writes.Add(1) > 1 {
+		return 0, errBroken
+	}
+	return w.Writer.Write(p)
+}
+
+func (w *brokenWriter) Commit(ctx context.Context) error {
+	if w.s.commitFails {
+		return errBroken
+	}
+	return w.Writer.Commit(ctx)
+}
+
+func (w *brokenWriter) ReadBack() (blobstore.ReadAtCloser, error) { return w.rb.ReadBack() }
+
+func TestAFileStoreWriteThatFailsFailsTheFillAndLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	store := &brokenStore{writeFails: true}
+	e := newEnvIn(t, dir, func(f *file.Store) blobstore.Store { store.Store = f; return store })
+	ctx := context.Background()
+	d, want := e.up.addBlob(t, app.Path, 1<<20)
+	e.up.set(func(f *fakeUpstream) { f.gate = make(chan struct{}) })
+	b, err := e.c.Blob(ctx, app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := readBlob(ctx, b, 0, -1)
+	if err == nil || len(got) >= len(want) {
+		t.Fatalf("read of a fill whose store failed: %d bytes, %v; want an error", len(got), err)
+	}
+	e.waitFills(t)
+	if object, linked := e.committed(t, app, d); object || linked {
+		t.Fatalf("object %v, link %v; want neither", object, linked)
+	}
+	leftovers(t, dir)
+}
+
+func TestAFileStoreCommitThatFailsPassesTheBytesThroughToEveryClient(t *testing.T) {
+	dir := t.TempDir()
+	store := &brokenStore{commitFails: true}
+	e := newEnvIn(t, dir, func(f *file.Store) blobstore.Store { store.Store = f; return store })
+	ctx := context.Background()
+	d, want := e.up.addBlob(t, app.Path, 1<<20)
+	gate := make(chan struct{})
+	e.up.set(func(f *fakeUpstream) { f.gate = gate })
+
+	early, err := e.c.Blob(ctx, app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := early.Open(ctx, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	// A second client has its Blob (its headers) but opens it only after the fill ended.
+	late, err := e.c.Blob(ctx, app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	if got, err := io.ReadAll(rc); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("client reading during the fill: %d bytes, %v", len(got), err)
+	}
+	e.waitFills(t)
+	if got, err := readBlob(ctx, late, 0, -1); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("client opening after the fill passed through: %d bytes, %v", len(got), err)
+	}
+	e.waitFills(t)
+	if n := e.up.count("GET blob"); n != 2 {
+		t.Errorf("upstream blob GETs = %d, want 2 (the late client's own fill)", n)
+	}
+	if object, linked := e.committed(t, app, d); object || linked {
+		t.Fatalf("object %v, link %v; want neither", object, linked)
+	}
+	leftovers(t, dir)
+}
