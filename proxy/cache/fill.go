@@ -181,7 +181,6 @@ func (f *fill) run(ctx context.Context) error {
 			if size < 0 && written+int64(n) > c.opts.maxUnknownSize {
 				return fmt.Errorf("%w: upstream sent more than %d bytes without a Content-Length", ErrUnavailable, c.opts.maxUnknownSize)
 			}
-			h.Write(buf[:n])
 			if spool == nil {
 				// The store's file is what the readers read: a store that fails here fails
 				// the fill, as a failed spool write does (both live on the same disk).
@@ -200,6 +199,10 @@ func (f *fill) run(ctx context.Context) error {
 			f.written = written
 			f.cond.Broadcast()
 			f.mu.Unlock()
+			// Hashed after the readers were woken: they send the chunk while it is hashed
+			// (on another core). The order is safe: no reader gets the last byte before the
+			// digest of every byte checks out.
+			h.Write(buf[:n])
 			if size >= 0 && written == size {
 				if err := verify(); err != nil {
 					return err
