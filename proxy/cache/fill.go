@@ -377,20 +377,75 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	limit, err := r.next()
+	if err != nil {
+		return 0, err
+	}
+	n := int(min(int64(len(p)), limit-r.pos))
+	m, err := r.src.ReadAt(p[:n], r.pos)
+	r.pos += int64(m)
+	r.f.c.m.servedFromUpstream(m)
+	if err == io.EOF && m == n {
+		err = nil
+	}
+	return m, err
+}
+
+// WriteTo sends the window to w as its bytes arrive. From a file (the spool, or the store's
+// temporary file) to a TCP connection (http.ResponseWriter and its wrappers pass
+// io.ReaderFrom through), the kernel copies them with sendfile: the fill's bytes do not pass
+// through a user-space buffer on their way to the client. Each call sends what the fill has
+// published, then waits for more; it never sends the bytes Read would hold back.
+func (r *fillReader) WriteTo(w io.Writer) (int64, error) {
+	file, ok := r.src.(*os.File)
+	if !ok {
+		// Hide WriteTo, or io.Copy would call it again.
+		return io.Copy(w, struct{ io.Reader }{r})
+	}
+	var sent int64
+	for {
+		limit, err := r.next()
+		if err == io.EOF {
+			return sent, nil
+		}
+		if err != nil {
+			return sent, err
+		}
+		if _, err := file.Seek(r.pos, io.SeekStart); err != nil {
+			return sent, fmt.Errorf("seeking the fill of %s: %w", r.f.digest, err)
+		}
+		want := limit - r.pos
+		// A bare *io.LimitedReader over the *os.File is the shape the net package hands
+		// to sendfile.
+		n, err := io.Copy(w, &io.LimitedReader{R: file, N: want})
+		r.pos += n
+		sent += n
+		r.f.c.m.servedFromUpstream(int(n))
+		if err != nil {
+			return sent, err
+		}
+		if n < want {
+			return sent, fmt.Errorf("the fill of %s: %w after %d bytes", r.f.digest, io.ErrUnexpectedEOF, r.pos)
+		}
+	}
+}
+
+// next waits until the window has bytes at pos that may be sent and returns where they end;
+// io.EOF at the window's end once it may be had, the fill's error when it failed, the
+// client's when it left.
+func (r *fillReader) next() (int64, error) {
 	f := r.f
 	f.mu.Lock()
-	var limit int64
+	defer f.mu.Unlock()
 	for {
 		if f.done && f.err != nil {
-			f.mu.Unlock()
 			return 0, fmt.Errorf("%w: %w", errFillFailed, f.err)
 		}
 		if err := r.ctx.Err(); err != nil {
-			f.mu.Unlock()
 			return 0, err
 		}
 		verified := f.done || f.verified
-		limit = f.written
+		limit := f.written
 		if r.end >= 0 {
 			limit = min(limit, r.end)
 		}
@@ -402,23 +457,13 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			}
 		}
 		if r.pos < limit {
-			break
+			return limit, nil
 		}
 		if verified && (f.done || !r.untilStored) {
-			f.mu.Unlock()
 			return 0, io.EOF
 		}
 		f.cond.Wait()
 	}
-	f.mu.Unlock()
-	n := int(min(int64(len(p)), limit-r.pos))
-	m, err := r.src.ReadAt(p[:n], r.pos)
-	r.pos += int64(m)
-	r.f.c.m.servedFromUpstream(m)
-	if err == io.EOF && m == n {
-		err = nil
-	}
-	return m, err
 }
 
 func (r *fillReader) Close() error {

@@ -264,3 +264,104 @@ func TestAFileStoreCommitThatFailsPassesTheBytesThroughToEveryClient(t *testing.
 	}
 	leftovers(t, dir)
 }
+
+// sendAll has the reader send itself (io.WriterTo: sendfile to a connection) into a buffer.
+func sendAll(t *testing.T, rc io.ReadCloser) ([]byte, error) {
+	t.Helper()
+	wt, ok := rc.(io.WriterTo)
+	if !ok {
+		t.Fatalf("a fill reader (%T) cannot send itself", rc)
+	}
+	var buf bytes.Buffer
+	n, err := wt.WriteTo(&buf)
+	if n != int64(buf.Len()) {
+		t.Errorf("WriteTo reported %d bytes, wrote %d", n, buf.Len())
+	}
+	return buf.Bytes(), err
+}
+
+func TestAFillReaderSendsItselfWithTheBytesAndTheHoldBackOfRead(t *testing.T) {
+	for _, spooled := range []bool{false, true} {
+		name := "from the store's file"
+		var wrap func(*file.Store) blobstore.Store
+		if spooled {
+			// A store whose writers cannot be read back: the fill has a spool file.
+			name, wrap = "from a spool file", func(f *file.Store) blobstore.Store { return struct{ blobstore.Store }{noReadBack{f}} }
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnvIn(t, t.TempDir(), wrap)
+			ctx := context.Background()
+			d, want := e.up.addBlob(t, app.Path, 1<<20)
+			gate := make(chan struct{})
+			e.up.set(func(f *fakeUpstream) { f.gate = gate })
+			b, err := e.c.Blob(ctx, app, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			whole, err := b.Open(ctx, 0, -1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer whole.Close()
+			part, err := b.Open(ctx, 1000, 300_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer part.Close()
+			// The range is sent while upstream stalls, but for its last byte, held (as by
+			// Read) until the digest checks out.
+			type sent struct {
+				b   []byte
+				err error
+			}
+			ranged := make(chan sent, 1)
+			go func() {
+				b, err := sendAll(t, part)
+				ranged <- sent{b, err}
+			}()
+			// A part read, then the rest sent once upstream goes on.
+			first := make([]byte, 1000)
+			if _, err := io.ReadFull(whole, first); err != nil {
+				t.Fatal(err)
+			}
+			close(gate)
+			if r := <-ranged; r.err != nil || !bytes.Equal(r.b, want[1000:301_000]) {
+				t.Fatalf("range sent during the fill: %d bytes, %v", len(r.b), r.err)
+			}
+			rest, err := sendAll(t, whole)
+			if err != nil || !bytes.Equal(append(first, rest...), want) {
+				t.Fatalf("read then sent: %d bytes, %v", len(first)+len(rest), err)
+			}
+		})
+	}
+	t.Run("a corrupt fill is cut before its last byte", func(t *testing.T) {
+		e := newEnv(t)
+		ctx := context.Background()
+		d, _ := e.up.addBlob(t, app.Path, 1<<20)
+		e.up.set(func(f *fakeUpstream) { f.corrupt = true })
+		b, err := e.c.Blob(ctx, app, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := b.Open(ctx, 0, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		got, err := sendAll(t, rc)
+		if err == nil || int64(len(got)) >= b.Size() {
+			t.Fatalf("a corrupt fill sent %d bytes, %v; want an error before the last byte", len(got), err)
+		}
+	})
+}
+
+// noReadBack hides the file store writers' ReadBack.
+type noReadBack struct{ *file.Store }
+
+func (s noReadBack) Create(ctx context.Context, d v1.Hash) (blobstore.Writer, error) {
+	w, err := s.Store.Create(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ blobstore.Writer }{w}, nil
+}
