@@ -48,6 +48,10 @@ type fill struct {
 	// stored is set when the verified bytes were committed to the blob store; a fill that
 	// passed through (the store failed) keeps its spool a while for late joiners instead.
 	stored bool
+	// kept is a handle on the store's file of a fill that reads it back, from the digest's
+	// check until the commit succeeds; when the commit fails (which removes the file) the
+	// clients still to come read it for passThroughGrace, as they would a spool.
+	kept *keptFile
 	// verified is set once every byte is in and matches the digest: readers may have the last
 	// byte then, before the bytes are stored (a sync of the whole file) and recorded.
 	verified bool
@@ -223,9 +227,30 @@ func (f *fill) run(ctx context.Context) error {
 	}
 	// From here on the fill cannot fail: storing and recording only log their failures. The
 	// clients need not wait for them: the file store syncs the whole file before it commits.
+	var kept *keptFile
+	if rb != nil {
+		// Opened before the commit, which removes the file if it fails: then the clients
+		// still to come read this handle.
+		if keep, err := rb.ReadBack(); err == nil {
+			kept = &keptFile{f: keep, refs: 1}
+			f.mu.Lock()
+			f.kept = kept
+			f.mu.Unlock()
+		}
+	}
 	if !w.commit(ctx) && !c.committedElsewhere(ctx, body, f.digest, written) {
+		if kept != nil {
+			time.AfterFunc(passThroughGrace, kept.release)
+		}
 		log.Info("blob passed through without caching", "size", written)
 		return nil
+	}
+	if kept != nil {
+		// Readers that took it keep it until they close.
+		f.mu.Lock()
+		f.kept = nil
+		f.mu.Unlock()
+		kept.release()
 	}
 	f.mu.Lock()
 	f.stored = true
@@ -305,9 +330,13 @@ func (f *fill) openOrRefill(ctx context.Context, offset, length int64, untilStor
 		return nil, fmt.Errorf("%w: %w", errFillFailed, f.err)
 	case f.done && f.stored:
 		return (&storedBlob{c: f.c, repo: f.repo, d: f.digest, size: f.size}).Open(ctx, offset, length)
+	case f.done && f.kept != nil && f.kept.acquire():
+		// Passed through: the store's temporary file, which was the spool, is gone; the
+		// fill's own handle on it serves late clients for a while.
+		return f.newReader(ctx, keptReader{f.kept}, offset, length, untilStored), nil
 	case f.done && f.readBack != nil && refill:
-		// Passed through: the store's temporary file, which was the spool, is gone (the
-		// clients that read it keep their handles). A late client gets a fill of its own.
+		// Passed through, and the file is gone (the clients that read it keep their
+		// handles). A late client gets a fill of its own.
 		f.mu.Unlock()
 		defer f.mu.Lock()
 		return f.openNext(ctx, offset, length, untilStored)
@@ -317,8 +346,17 @@ func (f *fill) openOrRefill(ctx context.Context, offset, length int64, untilStor
 	// Opened under mu: finish removes a spool file only after it marked the fill done.
 	src, err := f.openSpool()
 	if err != nil {
+		if f.kept != nil && f.kept.acquire() {
+			// The commit failed and removed the file a moment ago.
+			return f.newReader(ctx, keptReader{f.kept}, offset, length, untilStored), nil
+		}
 		return nil, err
 	}
+	return f.newReader(ctx, src, offset, length, untilStored), nil
+}
+
+// newReader returns a reader of src for one client's window; the caller holds f.mu.
+func (f *fill) newReader(ctx context.Context, src blobstore.ReadAtCloser, offset, length int64, untilStored bool) *fillReader {
 	end := int64(-1)
 	if length >= 0 {
 		end = offset + length
@@ -330,8 +368,42 @@ func (f *fill) openOrRefill(ctx context.Context, offset, length int64, untilStor
 		f.cond.Broadcast()
 		f.mu.Unlock()
 	})
-	return r, nil
+	return r
 }
+
+// keptFile is one handle shared by the late readers of a passed-through fill: it is closed
+// when the grace period has ended and the last of them is done.
+type keptFile struct {
+	mu   sync.Mutex
+	f    blobstore.ReadAtCloser
+	refs int // the grace period's reference, and one per reader
+}
+
+// acquire takes a reference; false once the file is closed.
+func (k *keptFile) acquire() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.refs == 0 {
+		return false
+	}
+	k.refs++
+	return true
+}
+
+func (k *keptFile) release() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.refs--; k.refs == 0 {
+		_ = k.f.Close()
+	}
+}
+
+// keptReader is a reader's reference to a keptFile; it reads without a seek offset of its
+// own, so the readers share the handle (ReadAt only; it is not an *os.File, so no sendfile).
+type keptReader struct{ k *keptFile }
+
+func (r keptReader) ReadAt(p []byte, off int64) (int, error) { return r.k.f.ReadAt(p, off) }
+func (r keptReader) Close() error                            { r.k.release(); return nil }
 
 // openNext opens the fill of f's digest that starts after f (f is retired once done). If
 // that one too has passed through before it is opened, the client gets an error, not a third.

@@ -163,7 +163,8 @@ func TestAFailedFillOnTheFileStoreLeavesNoFileAndNoObject(t *testing.T) {
 }
 
 // brokenStore is the file store whose writers fail (writeFails: the second Write;
-// commitFails: Commit) and can still be read back.
+// commitFails: Commit, which then removes the file, as the file store's failed rename does)
+// and can still be read back.
 type brokenStore struct {
 	*file.Store
 	writeFails, commitFails bool
@@ -195,6 +196,7 @@ func (w *brokenWriter) Write(p []byte) (int, error) {
 
 func (w *brokenWriter) Commit(ctx context.Context) error {
 	if w.s.commitFails {
+		_ = w.Writer.Cancel(ctx)
 		return errBroken
 	}
 	return w.Writer.Commit(ctx)
@@ -256,8 +258,9 @@ func TestAFileStoreCommitThatFailsPassesTheBytesThroughToEveryClient(t *testing.
 		t.Fatalf("client opening after the fill passed through: %d bytes, %v", len(got), err)
 	}
 	e.waitFills(t)
-	if n := e.up.count("GET blob"); n != 2 {
-		t.Errorf("upstream blob GETs = %d, want 2 (the late client's own fill)", n)
+	// The late client read the fill's own handle on the removed file, as it would a spool.
+	if n := e.up.count("GET blob"); n != 1 {
+		t.Errorf("upstream blob GETs = %d, want 1", n)
 	}
 	if object, linked := e.committed(t, app, d); object || linked {
 		t.Fatalf("object %v, link %v; want neither", object, linked)
@@ -345,7 +348,7 @@ func TestAFillReaderSendsItselfWithTheBytesAndTheHoldBackOfRead(t *testing.T) {
 		}
 		rc, err := b.Open(ctx, 0, -1)
 		if err != nil {
-			t.Fatal(err)
+			return // the fill failed already: no byte was sent
 		}
 		defer rc.Close()
 		got, err := sendAll(t, rc)
