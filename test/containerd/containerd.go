@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,20 +188,26 @@ func stop(cmd *exec.Cmd, exited <-chan error) {
 	<-exited
 }
 
+// waitForSocket waits until the socket accepts a connection: its file appears when it is
+// bound, a moment before it listens, and a dial in between is refused.
 func waitForSocket(path string, exited <-chan error) error {
 	deadline := time.Now().Add(startTimeout)
+	var last error
 	for time.Now().Before(deadline) {
 		select {
 		case err := <-exited:
 			return fmt.Errorf("containerd exited: %v", err)
 		default:
 		}
-		if fi, err := os.Stat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			_ = c.Close()
 			return nil
 		}
+		last = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("no socket at %s after %s", path, startTimeout)
+	return fmt.Errorf("no socket accepting at %s after %s: %v", path, startTimeout, last)
 }
 
 // pickSnapshotter mounts a tiny overlay to see whether the kernel and the filesystem under the
