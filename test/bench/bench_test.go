@@ -7,7 +7,6 @@ package bench
 
 import (
 	"bufio"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -31,7 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/hubcache/hubcache/test/fakehub"
-	"github.com/hubcache/hubcache/test/testenv"
+	"github.com/hubcache/hubcache/test/procs"
 )
 
 const (
@@ -202,39 +201,28 @@ var hubcacheBinary = sync.OnceValues(func() (string, error) {
 
 // process is a hubcache process started for a benchmark.
 type process struct {
+	*procs.Proc
 	base string // http://127.0.0.1:PORT
 	addr string
 	cmd  *exec.Cmd
 }
 
-// startHubcache runs `hubcache <args>` with --listen on a free port and the given extra
-// environment, waits until /v2/ answers, and stops it when the benchmark ends.
+// startHubcache runs `hubcache <args>` on free ports with the given extra environment and its
+// log at level error, waits until it is ready, and stops it when the benchmark ends.
 func startHubcache(b *testing.B, env []string, args ...string) *process {
 	b.Helper()
 	bin, err := hubcacheBinary()
 	if err != nil {
 		b.Fatal(err)
 	}
-	addr := testenv.FreeAddr(b)
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, append(args, "--listen", addr, "--metrics-listen", "", "--log-level", "error")...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	p := &process{base: "http://" + addr, addr: addr, cmd: cmd}
-	b.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	waitUp(b, p.base)
-	return p
+	p := procs.Start(b, bin, args[0], env, func(_, _, _ string) []string {
+		return append(append([]string{}, args...), "--log-level", "error")
+	})
+	return &process{Proc: p, base: "http://" + p.Addr, addr: p.Addr, cmd: p.Cmd}
 }
 
 // stop ends the process now (a row that restarts it for a fresh peak RSS).
-func (p *process) stop() {
-	_ = p.cmd.Process.Kill()
-	_ = p.cmd.Wait()
-}
+func (p *process) stop() { p.Kill() }
 
 // startProxy runs `hubcache proxy` in front of the hub, with its data in dataDir.
 func startProxy(b *testing.B, hubURL, dataDir string, env []string, extra ...string) *process {
@@ -269,17 +257,6 @@ func blobFile(b *testing.B, dataDir string, d v1.Hash) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func waitUp(b *testing.B, base string) {
-	b.Helper()
-	for range 300 {
-		if getCode(base+"/v2/") == http.StatusOK {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	b.Fatalf("%s did not start", base)
 }
 
 func getCode(url string) int {

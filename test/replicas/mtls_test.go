@@ -61,18 +61,18 @@ func TestWithMutualTLSOnlyCertificateHoldersUseTheProxyAndReplicasShareFillsOver
 		for _, r := range c.replicas {
 			err := getBlobWith(ctx, certs.client(t, "", ""), r.URL(), "library/tls", blobs[0], nil)
 			if err == nil || !strings.Contains(err.Error(), "tls: certificate required") {
-				t.Errorf("%s served a client without a certificate: %v", r.name, err)
+				t.Errorf("%s served a client without a certificate: %v", r.Name, err)
 			}
 			// Plain HTTP on the registry port gets a 503 (a node from before mutual TLS falls
 			// back to Docker Hub on it) and nothing else.
-			plain := "http://" + r.addr + "/v2/docker.io/library/tls/blobs/" + blobs[0].String()
+			plain := "http://" + r.Addr + "/v2/docker.io/library/tls/blobs/" + blobs[0].String()
 			resp, err := http.Get(plain)
 			if err != nil {
-				t.Errorf("%s: plain HTTP client got no answer: %v", r.name, err)
+				t.Errorf("%s: plain HTTP client got no answer: %v", r.Name, err)
 			} else {
 				_ = resp.Body.Close()
 				if resp.StatusCode != http.StatusServiceUnavailable {
-					t.Errorf("%s answered a plain HTTP client %d, want 503", r.name, resp.StatusCode)
+					t.Errorf("%s answered a plain HTTP client %d, want 503", r.Name, resp.StatusCode)
 				}
 			}
 			// The fill endpoint too: the fill secret alone is not enough.
@@ -80,7 +80,7 @@ func TestWithMutualTLSOnlyCertificateHoldersUseTheProxyAndReplicasShareFillsOver
 			req.Header.Set("Authorization", "Bearer "+fillSecret)
 			if resp, err := certs.client(t, "", "").Do(req); err == nil {
 				_ = resp.Body.Close()
-				t.Errorf("%s answered %d on its fill endpoint to a client without a certificate", r.name, resp.StatusCode)
+				t.Errorf("%s answered %d on its fill endpoint to a client without a certificate", r.Name, resp.StatusCode)
 			}
 		}
 		if n := c.hub.Counts().TotalBlobGET() + c.hub.Counts().TotalBlobHEAD(); n != 0 {
@@ -99,20 +99,20 @@ func TestWithMutualTLSOnlyCertificateHoldersUseTheProxyAndReplicasShareFillsOver
 		var wg sync.WaitGroup
 		wg.Go(func() { errs[0] = getBlobWith(ctx, node, c.replicas[0].URL(), "library/tls", layer, nil) })
 		if holder := waitForHolder(t, c, layer); holder != c.replicas[0] {
-			t.Fatalf("%s holds the fill, want %s", holder.name, c.replicas[0].name)
+			t.Fatalf("%s holds the fill, want %s", holder.Name, c.replicas[0].Name)
 		}
 		wg.Go(func() { errs[1] = getBlobWith(ctx, node, c.replicas[1].URL(), "library/tls", layer, nil) })
 		wg.Wait()
 		for i, err := range errs {
 			if err != nil {
-				t.Errorf("GET through %s: %v", c.replicas[i].name, err)
+				t.Errorf("GET through %s: %v", c.replicas[i].Name, err)
 			}
 		}
 		if n := c.hub.Counts().BlobGET[layer.String()]; n != 1 {
 			t.Errorf("upstream saw %d GETs of the layer, want 1 (the second replica did not read the first's fill)", n)
 		}
 		if !strings.Contains(c.replicas[1].log(), "following the fill of another replica") {
-			t.Errorf("%s did not follow the fill of %s", c.replicas[1].name, c.replicas[0].name)
+			t.Errorf("%s did not follow the fill of %s", c.replicas[1].Name, c.replicas[0].Name)
 		}
 	})
 

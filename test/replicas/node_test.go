@@ -52,7 +52,7 @@ func TestContainerdPullsThroughNodeAndProxyAndFallsBackWhenTheProxyIsKilled(t *t
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 
-	if _, err := images.PullImage(ctx, node.addr+"/docker.io/library/first:v1"); err != nil {
+	if _, err := images.PullImage(ctx, node.Addr+"/docker.io/library/first:v1"); err != nil {
 		t.Fatalf("pull through node and proxy: %v\n%s", err, d.Log())
 	}
 	// The proxy cached what it served.
@@ -63,7 +63,7 @@ func TestContainerdPullsThroughNodeAndProxyAndFallsBackWhenTheProxyIsKilled(t *t
 	}
 
 	proxy.Kill(t)
-	if _, err := images.PullImage(ctx, node.addr+"/docker.io/library/second:v1"); err != nil {
+	if _, err := images.PullImage(ctx, node.Addr+"/docker.io/library/second:v1"); err != nil {
 		t.Fatalf("pull with the proxy killed: %v\n%s", err, d.Log())
 	}
 	// The node fetched from upstream itself: nothing of the second image went into the cache.
@@ -72,7 +72,7 @@ func TestContainerdPullsThroughNodeAndProxyAndFallsBackWhenTheProxyIsKilled(t *t
 			t.Errorf("blob %s of the second image: Stat = %v, want not found (the proxy was dead)", b, err)
 		}
 	}
-	if st, err := images.ImageStatus(ctx, node.addr+"/docker.io/library/second:v1"); err != nil || st == nil {
+	if st, err := images.ImageStatus(ctx, node.Addr+"/docker.io/library/second:v1"); err != nil || st == nil {
 		t.Errorf("ImageStatus of the second image = %v, %v", st, err)
 	}
 }

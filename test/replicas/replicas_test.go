@@ -67,7 +67,7 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 // replicaAt returns the replica listening on addr.
 func (c *cluster) replicaAt(addr string) *process {
 	for _, r := range c.replicas {
-		if r.addr == addr {
+		if r.Addr == addr {
 			return r
 		}
 	}
@@ -171,7 +171,7 @@ func TestSixtyPullsSpreadOverThreeReplicasFetchEachBlobAndTheManifestFromUpstrea
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {
-			t.Errorf("pull %d through %s: %v", i, c.replicas[i%len(c.replicas)].name, err)
+			t.Errorf("pull %d through %s: %v", i, c.replicas[i%len(c.replicas)].Name, err)
 		}
 	}
 	counts := c.hub.Counts()
@@ -220,7 +220,7 @@ func TestKillingTheFillingReplicaLeavesNoPartialObjectAndEveryClientGetsTheBlob(
 		time.Sleep(20 * time.Millisecond)
 	}
 	checkNothingPartial(t, c, layer, "while the fill runs")
-	t.Logf("killing %s, the lease holder, after %d bytes reached clients", holder.name, progress.Load())
+	t.Logf("killing %s, the lease holder, after %d bytes reached clients", holder.Name, progress.Load())
 	holder.Kill(t)
 	c.hub.SetDigestMode(layer, fakehub.Normal())
 	checkNothingPartial(t, c, layer, "right after the kill")
@@ -237,10 +237,10 @@ func TestKillingTheFillingReplicaLeavesNoPartialObjectAndEveryClientGetsTheBlob(
 			continue
 		}
 		if res.via != holder {
-			t.Logf("a client of %s failed (%v); retrying", res.via.name, res.err)
+			t.Logf("a client of %s failed (%v); retrying", res.via.Name, res.err)
 		}
 		if err := getBlob(t.Context(), survivor.URL(), "library/slow", layer, nil); err != nil {
-			t.Errorf("retry through %s after %v: %v", survivor.name, res.err, err)
+			t.Errorf("retry through %s after %v: %v", survivor.Name, res.err, err)
 		}
 	}
 	size, err := storedSoon(t.Context(), c, layer)

@@ -69,7 +69,7 @@ func (s *service) probe(ctx context.Context) {
 		s.mu.Unlock()
 		for _, b := range backends {
 			ok := false
-			if resp, err := client.Get("http://" + b.ops + "/readyz"); err == nil {
+			if resp, err := client.Get("http://" + b.Ops + "/readyz"); err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 				ok = resp.StatusCode == http.StatusOK
@@ -121,7 +121,7 @@ func (s *service) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // nodeOutcomes reads hubcache_node_requests_total by outcome from the node's metrics.
 func nodeOutcomes(t *testing.T, node *process) map[string]int {
 	t.Helper()
-	resp, err := http.Get("http://" + node.ops + "/metrics")
+	resp, err := http.Get("http://" + node.Ops + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestARollingRestartOfTheProxiesSendsNoPullToTheFallback(t *testing.T) {
 	for w := range 3 {
 		wg.Go(func() {
 			for i := w; ctx.Err() == nil; i++ {
-				ref, err := name.ParseReference(node.addr+"/docker.io/"+images[i%len(images)], name.Insecure)
+				ref, err := name.ParseReference(node.Addr+"/docker.io/"+images[i%len(images)], name.Insecure)
 				if err != nil {
 					t.Error(err)
 					return
@@ -198,13 +198,13 @@ func TestARollingRestartOfTheProxiesSendsNoPullToTheFallback(t *testing.T) {
 		current = append(current, n)
 		svc.set(current...)
 		time.Sleep(200 * time.Millisecond) // the probe sees it ready
-		if err := o.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := o.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
 		select {
-		case <-o.exited:
+		case <-o.Exited:
 		case <-time.After(30 * time.Second):
-			t.Fatalf("%s did not exit after SIGTERM", o.name)
+			t.Fatalf("%s did not exit after SIGTERM", o.Name)
 		}
 		current = current[1:]
 		svc.set(current...)
