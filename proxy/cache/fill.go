@@ -350,6 +350,16 @@ func (f *fill) openOrRefill(ctx context.Context, offset, length int64, untilStor
 			// The commit failed and removed the file a moment ago.
 			return f.newReader(ctx, keptReader{f.kept}, offset, length, untilStored), nil
 		}
+		if f.readBack != nil && !f.done {
+			// The store's write ended (cancelled: the fill failed) a moment before the fill
+			// is marked done: answer as for the done fill (a failed fill is 503, not 500).
+			for !f.done {
+				f.cond.Wait()
+			}
+			f.mu.Unlock()
+			defer f.mu.Lock()
+			return f.openOrRefill(ctx, offset, length, untilStored, refill)
+		}
 		return nil, err
 	}
 	return f.newReader(ctx, src, offset, length, untilStored), nil

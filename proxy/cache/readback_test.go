@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -168,6 +169,9 @@ func TestAFailedFillOnTheFileStoreLeavesNoFileAndNoObject(t *testing.T) {
 type brokenStore struct {
 	*file.Store
 	writeFails, commitFails bool
+	// cancelled, when set, is closed once a write was cancelled; Cancel then returns only
+	// when release is closed.
+	cancelled, release chan struct{}
 }
 
 func (s *brokenStore) Create(ctx context.Context, d v1.Hash) (blobstore.Writer, error) {
@@ -202,7 +206,42 @@ func (w *brokenWriter) Commit(ctx context.Context) error {
 	return w.Writer.Commit(ctx)
 }
 
+func (w *brokenWriter) Cancel(ctx context.Context) error {
+	err := w.Writer.Cancel(ctx)
+	if w.s.cancelled != nil {
+		close(w.s.cancelled)
+		<-w.s.release
+	}
+	return err
+}
+
 func (w *brokenWriter) ReadBack() (blobstore.ReadAtCloser, error) { return w.rb.ReadBack() }
+
+func TestAClientThatOpensAFailingFillAfterItsWriteWasCancelledGetsTheFillsError(t *testing.T) {
+	dir := t.TempDir()
+	store := &brokenStore{cancelled: make(chan struct{}), release: make(chan struct{})}
+	e := newEnvIn(t, dir, func(f *file.Store) blobstore.Store { store.Store = f; return store })
+	ctx := context.Background()
+	d, _ := e.up.addBlob(t, app.Path, 1<<20)
+	e.up.set(func(f *fakeUpstream) { f.truncate = true })
+	b, err := e.c.Blob(ctx, app, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The fill failed and cancelled its store write, and is not marked done yet.
+	<-store.cancelled
+	time.AfterFunc(50*time.Millisecond, func() { close(store.release) })
+	rc, err := b.Open(ctx, 0, -1)
+	if err == nil {
+		rc.Close()
+		t.Fatal("opening a failed fill succeeded")
+	}
+	if !errors.Is(err, cache.ErrUnavailable) {
+		t.Fatalf("opening the fill = %v; want the fill's own error (upstream unavailable: a 503), not an internal error", err)
+	}
+	e.waitFills(t)
+	leftovers(t, dir)
+}
 
 func TestAFileStoreWriteThatFailsFailsTheFillAndLeavesNothing(t *testing.T) {
 	dir := t.TempDir()
