@@ -38,6 +38,10 @@ type fill struct {
 	size     int64
 	spool    string
 	readBack blobstore.ReadBacker
+
+	// discard removes the store's temporary file of a fill that did not commit; run sets it
+	// and the fill's goroutine calls it after finish. Only that goroutine touches it.
+	discard  func()
 	startErr error
 
 	mu      sync.Mutex
@@ -81,6 +85,9 @@ func (c *Cache) startOrJoinFill(repo Repo, d v1.Hash) (*fill, bool, error) {
 		defer cancel()
 		err := f.run(ctx)
 		f.finish(err)
+		if f.discard != nil {
+			f.discard()
+		}
 	}()
 	return f, true, nil
 }
@@ -134,9 +141,10 @@ func (f *fill) run(ctx context.Context) error {
 	}
 	defer body.Close()
 	w := c.writerFor(ctx, f.digest, body)
-	// On every path that does not commit, this removes the store's temporary file (readers
-	// keep their open handles and learn the fill's result).
-	defer func() { w.cancel(context.WithoutCancel(ctx)) }()
+	// On every path that does not commit, the store's temporary file is removed once the fill
+	// is done (finish): until then a client opening the fill still finds it, after that it
+	// learns the fill's result; readers keep their open handles.
+	f.discard = func() { w.cancel(context.WithoutCancel(ctx)) }
 	// The store's temporary file is the spool when it can be read back; otherwise (S3, a
 	// fill another replica stores, a store that failed to create) a spool file is.
 	rb := w.readBacker()
@@ -349,16 +357,6 @@ func (f *fill) openOrRefill(ctx context.Context, offset, length int64, untilStor
 		if f.kept != nil && f.kept.acquire() {
 			// The commit failed and removed the file a moment ago.
 			return f.newReader(ctx, keptReader{f.kept}, offset, length, untilStored), nil
-		}
-		if f.readBack != nil && !f.done {
-			// The store's write ended (cancelled: the fill failed) a moment before the fill
-			// is marked done: answer as for the done fill (a failed fill is 503, not 500).
-			for !f.done {
-				f.cond.Wait()
-			}
-			f.mu.Unlock()
-			defer f.mu.Lock()
-			return f.openOrRefill(ctx, offset, length, untilStored, refill)
 		}
 		return nil, err
 	}

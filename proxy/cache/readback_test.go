@@ -228,7 +228,7 @@ func TestAClientThatOpensAFailingFillAfterItsWriteWasCancelledGetsTheFillsError(
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The fill failed and cancelled its store write, and is not marked done yet.
+	// The fill failed and its store write is being cancelled.
 	<-store.cancelled
 	time.AfterFunc(50*time.Millisecond, func() { close(store.release) })
 	rc, err := b.Open(ctx, 0, -1)
