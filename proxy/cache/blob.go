@@ -265,9 +265,8 @@ func (c *Cache) verifiedRead(d v1.Hash, size int64, rc io.ReadCloser) io.ReadClo
 	}
 	if c.verified.fresh(d, version) {
 		c.m.trustedReads.Inc()
-		if wt, ok := rc.(io.WriterTo); ok {
-			rc = &trustedSend{ReadCloser: rc, wt: wt, forget: func() { c.verified.forget(d) }}
-		}
+		// A file changed while it is sent is cut before its end (blobstore.ErrChanged); its
+		// new version is not trusted, so the next read is hashed.
 		return countBytes(rc, c.m.servedFromCache)
 	}
 	c.m.hashedReads.Inc()
@@ -279,23 +278,6 @@ func (c *Cache) verifiedRead(d v1.Hash, size int64, rc io.ReadCloser) io.ReadClo
 		vr.OnVerified(func() { c.verified.record(d, version) })
 	}
 	return countBytes(vr, c.m.servedFromCache)
-}
-
-// trustedSend is an unhashed send of a trusted version. When the store's reader finds the
-// object changed while it was sent (blobstore.ErrChanged; the response is then cut), the
-// trust is dropped.
-type trustedSend struct {
-	io.ReadCloser
-	wt     io.WriterTo
-	forget func()
-}
-
-func (s *trustedSend) WriteTo(w io.Writer) (int64, error) {
-	n, err := s.wt.WriteTo(w)
-	if errors.Is(err, blobstore.ErrChanged) {
-		s.forget()
-	}
-	return n, err
 }
 
 // countBytes reports the bytes read from rc to add. A reader that can send itself

@@ -49,21 +49,59 @@ func (e *env) wholeRead(t *testing.T, d v1.Hash) (got []byte, readErr error, how
 	return got, readErr, how
 }
 
-func TestAnUnchangedBlobIsHashedOncePerVerifyInterval(t *testing.T) {
-	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
+// filledBlob puts a 1 MiB blob in the store through a cold fill.
+func (e *env) filledBlob(t *testing.T) (v1.Hash, []byte) {
+	t.Helper()
 	d, want := e.up.addBlob(t, app.Path, 1<<20)
-	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil { // the cold fill
+	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
 		t.Fatal(err)
 	}
 	e.waitFills(t)
+	return d, want
+}
 
-	// The first warm read hashes the stored blob, unless the cold read already did (a
-	// fill that ended before its client opened it sends the stored blob).
-	for i, wantHow := range []string{"", "trusted", "trusted"} {
+// trustedBlob is filledBlob, read whole until the reads are trusted. The first warm read
+// hashes the stored blob, unless the cold read already did (a fill that ended before its
+// client opened it sends the stored blob).
+func (e *env) trustedBlob(t *testing.T) (v1.Hash, []byte) {
+	t.Helper()
+	d, want := e.filledBlob(t)
+	for i, wantHow := range []string{"", "trusted"} {
 		got, err, how := e.wholeRead(t, d)
 		if err != nil || !bytes.Equal(got, want) || (wantHow != "" && how != wantHow) {
 			t.Fatalf("warm read %d: %d bytes, err %v, %s; want the blob, %s", i, len(got), err, how, wantHow)
 		}
+	}
+	return d, want
+}
+
+// flipInPlace flips the middle byte of the file at path, writing it in place.
+func flipInPlace(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, info.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, info.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAnUnchangedBlobIsHashedOncePerVerifyInterval(t *testing.T) {
+	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
+	d, want := e.trustedBlob(t)
+	if got, err, how := e.wholeRead(t, d); err != nil || !bytes.Equal(got, want) || how != "trusted" {
+		t.Fatalf("third warm read: %d bytes, err %v, %s; want the blob, trusted", len(got), err, how)
 	}
 	e.clock.Advance(time.Hour)
 	if _, err, how := e.wholeRead(t, d); err != nil || how != "hashed" {
@@ -76,11 +114,7 @@ func TestAnUnchangedBlobIsHashedOncePerVerifyInterval(t *testing.T) {
 
 func TestAZeroVerifyIntervalHashesEveryWholeRead(t *testing.T) {
 	e := newEnv(t, cache.WithVerifyInterval(0), cache.WithRacyWindow(0))
-	d, _ := e.up.addBlob(t, app.Path, 1<<20)
-	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
-		t.Fatal(err)
-	}
-	e.waitFills(t)
+	d, _ := e.filledBlob(t)
 	for i := range 3 {
 		if _, err, how := e.wholeRead(t, d); err != nil || how != "hashed" {
 			t.Fatalf("warm read %d: %v, %s; want hashed", i, err, how)
@@ -98,21 +132,7 @@ func TestADamagedFileIsCaughtEvenRightAfterATrustedRead(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			f, err := os.OpenFile(path, os.O_RDWR, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b := make([]byte, 1)
-			if _, err := f.ReadAt(b, info.Size()/2); err != nil {
-				t.Fatal(err)
-			}
-			b[0] ^= 0xff
-			if _, err := f.WriteAt(b, info.Size()/2); err != nil {
-				t.Fatal(err)
-			}
-			if err := f.Close(); err != nil {
-				t.Fatal(err)
-			}
+			flipInPlace(t, path)
 			// Only the change time, which user space cannot set, still tells.
 			if err := os.Chtimes(path, info.ModTime(), info.ModTime()); err != nil {
 				t.Fatal(err)
@@ -135,16 +155,7 @@ func TestADamagedFileIsCaughtEvenRightAfterATrustedRead(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
-			d, want := e.up.addBlob(t, app.Path, 1<<20)
-			if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
-				t.Fatal(err)
-			}
-			e.waitFills(t)
-			for _, wantHow := range []string{"", "trusted"} {
-				if _, err, how := e.wholeRead(t, d); err != nil || (wantHow != "" && how != wantHow) {
-					t.Fatalf("warm read: %v, %s; want %s", err, how, wantHow)
-				}
-			}
+			d, want := e.trustedBlob(t)
 
 			tc.damage(t, e.storedBlobPath(t, d))
 			got, err, how := e.wholeRead(t, d)
@@ -177,11 +188,7 @@ func mustBlob(t *testing.T, e *env, d v1.Hash) cache.Blob {
 
 func TestAVersionYoungerThanTheRacyWindowIsNotTrusted(t *testing.T) {
 	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(time.Hour))
-	d, _ := e.up.addBlob(t, app.Path, 1<<20)
-	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
-		t.Fatal(err)
-	}
-	e.waitFills(t)
+	d, _ := e.filledBlob(t)
 	// The file was written moments ago: a second write in the same clock tick could keep its
 	// version, so no read vouches for it yet.
 	for i := range 3 {
@@ -203,36 +210,14 @@ type flipWriter struct {
 func (w *flipWriter) Write(p []byte) (int, error) {
 	if !w.flipped && w.got.Len() > 0 {
 		w.flipped = true
-		f, err := os.OpenFile(w.path, os.O_RDWR, 0)
-		if err != nil {
-			w.t.Fatal(err)
-		}
-		info, _ := f.Stat()
-		b := make([]byte, 1)
-		if _, err := f.ReadAt(b, info.Size()/2); err != nil {
-			w.t.Fatal(err)
-		}
-		b[0] ^= 0xff
-		if _, err := f.WriteAt(b, info.Size()/2); err != nil {
-			w.t.Fatal(err)
-		}
-		_ = f.Close()
+		flipInPlace(w.t, w.path)
 	}
 	return w.got.Write(p)
 }
 
 func TestAFileWrittenWhileATrustedReadIsSentIsCutBeforeItsEnd(t *testing.T) {
 	e := newEnv(t, cache.WithVerifyInterval(time.Hour), cache.WithRacyWindow(0))
-	d, want := e.up.addBlob(t, app.Path, 1<<20)
-	if _, err := readBlob(t.Context(), mustBlob(t, e, d), 0, -1); err != nil {
-		t.Fatal(err)
-	}
-	e.waitFills(t)
-	for _, wantHow := range []string{"", "trusted"} {
-		if _, err, how := e.wholeRead(t, d); err != nil || (wantHow != "" && how != wantHow) {
-			t.Fatalf("warm read: %v, %s; want %s", err, how, wantHow)
-		}
-	}
+	d, want := e.trustedBlob(t)
 
 	// Trusted again, sent the way the registry handler sends it (WriteTo); the file changes
 	// after the first bytes are out.
