@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
 	"github.com/hubcache/hubcache/proxy/server"
 	"github.com/hubcache/hubcache/test/fakehub"
 )
@@ -81,7 +79,7 @@ func TestAHeadWithoutSizeDoesNotLinkAStoredBlobToAnotherRepository(t *testing.T)
 	hub.Push(t, "library/app", "v1", img)
 	_, host := start(t, hub)
 	pullAll(t, host+"/docker.io/library/app:v1")
-	layer := firstLayerDigest(t, img)
+	layer := fakehub.FirstLayer(t, img)
 	// acme/other does not have the blob, but its upstream answers HEAD 200 without a size.
 	hub.SetDigestMode(layer, fakehub.HeadWithoutLength())
 	before := hub.Counts().TotalBlobGET()
@@ -101,7 +99,7 @@ func TestAHeadWithoutSizeDoesNotJoinAFillOfAnotherRepository(t *testing.T) {
 	img := fakehub.RandomImage(t, 1, 200_000, true)
 	hub.Push(t, "library/app", "v1", img)
 	_, host := start(t, hub)
-	layer := firstLayerDigest(t, img)
+	layer := fakehub.FirstLayer(t, img)
 	// A fill of library/app that lasts a second or so.
 	hub.SetDigestMode(layer, fakehub.Slow(0, 20*time.Millisecond))
 	first := make(chan int, 1)
@@ -173,20 +171,6 @@ func TestUpstreamRedirectsToLoopbackAreRefusedUnlessATestAllowsThem(t *testing.T
 	}
 }
 
-// firstLayerDigest returns the digest of img's first layer.
-func firstLayerDigest(t *testing.T, img v1.Image) v1.Hash {
-	t.Helper()
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // TestAStoredFileWrittenWhileItIsBeingSentIsNeverAComplete200 damages a trusted layer's file
 // (one byte, in place) while a slow client is being sent it: the send is cut before its end.
 func TestAStoredFileWrittenWhileItIsBeingSentIsNeverAComplete200(t *testing.T) {
@@ -196,7 +180,7 @@ func TestAStoredFileWrittenWhileItIsBeingSentIsNeverAComplete200(t *testing.T) {
 	blobs := t.TempDir()
 	_, host := start(t, hub, server.WithBlobStoreURL("file://"+blobs))
 	pullAll(t, host+"/docker.io/library/app:v1")
-	layer := firstLayerDigest(t, img)
+	layer := fakehub.FirstLayer(t, img)
 	url := "http://" + host + "/v2/docker.io/library/app/blobs/" + layer.String()
 
 	// Older than the racy window, hashed once: later reads are trusted (sendfile).

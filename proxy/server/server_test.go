@@ -141,14 +141,7 @@ func TestCorruptUpstreamBlobsFailTheClientAndAreNotCached(t *testing.T) {
 	hub := fakehub.New(t)
 	img := fakehub.RandomImage(t, 1, 300_000, false)
 	hub.Push(t, "library/app", "v1", img)
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := fakehub.FirstLayer(t, img)
 	_, host := start(t, hub)
 	url := "http://" + host + "/v2/docker.io/library/app/blobs/" + d.String()
 

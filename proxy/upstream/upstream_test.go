@@ -48,19 +48,6 @@ func newClient(t *testing.T, hub *fakehub.Hub, opts ...upstream.Option) *upstrea
 	return c
 }
 
-func layerDigest(t *testing.T, img v1.Image) v1.Hash {
-	t.Helper()
-	layers, err := img.Layers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := layers[0].Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 func TestGetManifestRunsTheTokenFlowAndReturnsTheExactBytes(t *testing.T) {
 	hub, c, img := setup(t, nil)
 	ctx := context.Background()
@@ -137,7 +124,7 @@ func TestMultiArchIndexesAndOCIManifestsComeBackVerbatim(t *testing.T) {
 func TestBlobsStreamWithTheirSize(t *testing.T) {
 	hub, c, img := setup(t, nil)
 	ctx := context.Background()
-	d := layerDigest(t, img)
+	d := fakehub.FirstLayer(t, img)
 	want := hub.Blob(t, "library/nginx", d)
 
 	size, err := c.HeadBlob(ctx, reg, "library/nginx", d)
@@ -162,7 +149,7 @@ func TestMissingContentIsNotFound(t *testing.T) {
 	hub, c, img := setup(t, nil)
 	hub.Push(t, "bob/other", "v1", fakehub.RandomImage(t, 1, 64, false))
 	ctx := context.Background()
-	layer := layerDigest(t, img)
+	layer := fakehub.FirstLayer(t, img)
 	tests := []struct {
 		name string
 		call func() error
@@ -266,7 +253,7 @@ func TestFailureModesMapToErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			hub.SetMode(tt.mode)
-			tt.check(t, c, layerDigest(t, img))
+			tt.check(t, c, fakehub.FirstLayer(t, img))
 
 			// A fresh client meets the mode during the token flow too.
 			if tt.name == "a registry that is down is unavailable" || tt.name == "a 401 with no token to be had is unauthorized" {
@@ -440,7 +427,7 @@ func TestTheObserverSeesEveryRequest(t *testing.T) {
 
 func TestConcurrentRequestsShareTheClient(t *testing.T) {
 	hub, c, img := setup(t, nil)
-	d := layerDigest(t, img)
+	d := fakehub.FirstLayer(t, img)
 	want := hub.Blob(t, "library/nginx", d)
 	ctx := context.Background()
 	var wg sync.WaitGroup

@@ -234,3 +234,17 @@ func ReadAll(t testing.TB, img v1.Image) {
 		}
 	}
 }
+
+// FirstLayer returns the digest of img's first layer.
+func FirstLayer(t testing.TB, img v1.Image) v1.Hash {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := layers[0].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
